@@ -1,0 +1,1 @@
+"""rxtts: reactive streaming text-to-speech."""
