@@ -121,9 +121,7 @@ def check_sample_rate(value: int, field_name: str = "sample_rate") -> int:
     return value
 
 
-def check_schedule(
-    values: Sequence[int], field_name: str = "chunk_length_schedule"
-) -> tuple[int, ...]:
+def check_schedule(values: Sequence[int], field_name: str = "chunk_length_schedule") -> tuple[int, ...]:
     """A non-empty, strictly increasing schedule of positive character counts."""
     schedule = tuple(values)
     if not schedule:
@@ -175,9 +173,7 @@ class VoiceSettings:
 
     def to_wire(self) -> dict[str, Any]:
         """The ``voice_settings`` object, set keys only."""
-        return {
-            f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None
-        }
+        return {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,9 +195,7 @@ def error_from_close(code: int | None, reason: str = "") -> RxTtsError | None:
     return ConnectionClosedError(detail)
 
 
-def error_from_http(
-    status: int, headers: Mapping[str, str] | None = None, body: str = ""
-) -> RxTtsError:
+def error_from_http(status: int, headers: Mapping[str, str] | None = None, body: str = "") -> RxTtsError:
     """The error a rejected upgrade or REST call means (PROTOCOL 9, 'Rejected upgrade')."""
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     retry = headers.get("retry-after")

@@ -175,11 +175,7 @@ class WireConfig:
 
     def merged(self, newer: WireConfig) -> WireConfig:
         """This config with every key ``newer`` sets replaced."""
-        changes = {
-            f.name: v
-            for f in dataclasses.fields(newer)
-            if (v := getattr(newer, f.name)) is not None
-        }
+        changes = {f.name: v for f in dataclasses.fields(newer) if (v := getattr(newer, f.name)) is not None}
         return dataclasses.replace(self, **changes) if changes else self
 
     def is_empty(self) -> bool:
@@ -193,9 +189,7 @@ class WireConfig:
             v = getattr(self, f.name)
             if v is None:
                 continue
-            out[f.name] = (
-                v.value if isinstance(v, OutputFormat) else list(v) if isinstance(v, tuple) else v
-            )
+            out[f.name] = v.value if isinstance(v, OutputFormat) else list(v) if isinstance(v, tuple) else v
         return out
 
     @property
@@ -516,9 +510,7 @@ def _decode_multi(d: Mapping[str, Any]) -> ClientFrame:
         return TextFrame(text, flush, _context_id(d, False), parse_config(d), vs)
     if flush:
         return FlushFrame(_context_id(d, True), parse_config(d))
-    raise _bad(
-        "frame has no marker key (text, flush, close_context, close_socket, update_settings)"
-    )
+    raise _bad("frame has no marker key (text, flush, close_context, close_socket, update_settings)")
 
 
 _CLIENT_DECODERS: Mapping[Endpoint, Callable[[Mapping[str, Any]], ClientFrame]] = {
@@ -885,9 +877,7 @@ def _server_frames(d: Mapping[str, Any]) -> list[ServerFrame]:
     if d.get("context_created"):
         return [ContextCreatedFrame(_context_id(d, True) or "")]
     if d.get("generation_started"):
-        return [
-            GenerationStartedFrame(_get_int(d, "chunk_id") or 0, _get_str(d, "text") or "", cid)
-        ]
+        return [GenerationStartedFrame(_get_int(d, "chunk_id") or 0, _get_str(d, "text") or "", cid)]
     out: list[ServerFrame] = []
     if "audio" in d:
         out.append(_decode_audio(d))
@@ -895,9 +885,7 @@ def _server_frames(d: Mapping[str, Any]) -> list[ServerFrame]:
         words = d["word_timestamps"]
         if not isinstance(words, list):
             raise _bad("word_timestamps: expected a list")
-        out.append(
-            WordTimestampsFrame(tuple(map(_parse_word, words)), _get_int(d, "chunk_id"), cid)
-        )
+        out.append(WordTimestampsFrame(tuple(map(_parse_word, words)), _get_int(d, "chunk_id"), cid))
     if out:
         return out
     if d.get("chunk_complete"):
