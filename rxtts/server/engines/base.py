@@ -1,0 +1,199 @@
+"""The engine contract: voices, per-request settings, cancellation, errors.
+
+Every TTS engine of the local server implements :class:`Engine`. The server calls
+``synthesize`` on a worker thread and consumes the blocks as they come; to cancel a turn
+(barge-in, ``{"cancel": true}``) it calls :meth:`CancelToken.cancel` from another thread
+and the engine returns promptly, mid-sentence where it can (DESIGN section 4).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "AudioBlock",
+    "CancelToken",
+    "Engine",
+    "EngineUnavailableError",
+    "SynthesisSettings",
+    "UnknownVoiceError",
+    "VoiceInfo",
+]
+
+AudioBlock = npt.NDArray[np.float32]
+"""One block of mono float32 audio in [-1, 1] at the engine's native sample rate."""
+
+MIN_SPEED = 0.25
+MAX_SPEED = 4.0
+
+
+class EngineUnavailableError(RuntimeError):
+    """The requested TTS engine cannot run here (missing optional extra or native library).
+
+    The message says what to install, e.g. ``pip install 'rxtts[piper]'``.
+    """
+
+
+class UnknownVoiceError(ValueError):
+    """A voice id that the engine's voice catalogue does not contain.
+
+    A ``ValueError`` (not a ``KeyError``) so its message is printed as written; the server
+    maps it to an error frame for the request (PROTOCOL T-3).
+    """
+
+    def __init__(self, voice_id: int, known: Sequence[int] = ()) -> None:
+        hint = f"; known voice ids: {', '.join(map(str, known))}" if known else ""
+        super().__init__(f"unknown voice id {voice_id}{hint}")
+        self.voice_id = voice_id
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceInfo:
+    """One entry of the voice catalogue: an integer id bound to an engine voice and params."""
+
+    id: int
+    """Public voice id, as sent in ``voice_id`` (PROTOCOL section 7)."""
+    name: str
+    """Display name, e.g. ``"Joe"``."""
+    engine: str
+    """Name of the engine that speaks it (``"piper"``, ``"espeak"``, ``"tone"``)."""
+    language: str = "en"
+    """Primary language, ISO 639-1; used when a request sets no ``language``."""
+    sex: str = "male"
+    """``"male"``, ``"female"`` or ``"neutral"`` (the PY SDK's enum)."""
+    description: str = ""
+    """One line for voice listings."""
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    """Engine-specific parameters (e.g. ``pitch_factor`` for piper, ``espeak_voice``)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Render as the PROTOCOL section 12 ``Voice`` object of ``GET /v1/voices``."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "category": "premade",  # PY enum value; others map to "cloned"
+            "sex": self.sex,
+            "age": "middle_aged",
+            "quality": "mid",
+            "supported_languages": [self.language],
+            "sample_text": _SAMPLE_TEXT.get(self.language, _SAMPLE_TEXT["en"]),
+            "is_public": True,
+            "verified": True,
+        }
+
+
+_SAMPLE_TEXT: Mapping[str, str] = MappingProxyType(
+    {
+        "en": "Hello! This is how I sound.",
+        "de": "Hallo! So klinge ich.",
+        "fr": "Bonjour ! Voici ma voix.",
+        "es": "¡Hola! Así suena mi voz.",
+        "it": "Ciao! Questa è la mia voce.",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SynthesisSettings:
+    """Per-request synthesis settings, taken from the client's session config."""
+
+    speed: float = 1.0
+    """Speaking rate factor; the protocol allows 0.8–1.2 (PROTOCOL section 7). Piper uses
+    ``length_scale / speed``; espeak scales its words-per-minute rate."""
+    temperature: float | None = None
+    """Sampling temperature 0–1 (PROTOCOL section 7, default ≈ 0.5). Piper maps it to
+    ``noise_scale = model_noise_scale * (0.5 + temperature)``: 0.5 gives the model's own
+    value (0.667 for joe), 0 gives 0.333 (flatter), 1 gives 1.0 (livelier). ``None`` keeps
+    the model's value. Engines without sampling ignore it."""
+    language: str | None = None
+    """ISO 639-1 language; ``None`` means the voice's own language. Single-language models
+    (piper joe) ignore it; espeak switches its language, keeping the voice variant."""
+
+    def __post_init__(self) -> None:
+        if not MIN_SPEED <= self.speed <= MAX_SPEED:
+            raise ValueError(f"speed must be in [{MIN_SPEED}, {MAX_SPEED}], got {self.speed}")
+        if self.temperature is not None and not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}")
+
+
+class CancelToken:
+    """A thread-safe, one-way cancellation flag with hooks.
+
+    Engines poll :attr:`cancelled` between blocks and register hooks that interrupt work in
+    progress (piper: ``RunOptions.terminate = True`` stops ``session.run`` mid-inference).
+    Hooks run once, on the thread that calls :meth:`cancel`; a hook added after
+    cancellation runs at once.
+    """
+
+    __slots__ = ("_event", "_hooks", "_lock")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._hooks: list[Callable[[], None]] = []
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` has been called."""
+        return self._event.is_set()
+
+    def cancel(self) -> None:
+        """Set the flag and run the registered hooks (idempotent)."""
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._event.set()
+            hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            hook()
+
+    def add_hook(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Run ``hook`` on cancel; returns a function that unregisters it."""
+        with self._lock:
+            if not self._event.is_set():
+                self._hooks.append(hook)
+                return lambda: self._remove_hook(hook)
+        hook()
+        return lambda: None
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, waking early on cancel; returns :attr:`cancelled`."""
+        return self._event.wait(timeout)
+
+    def _remove_hook(self, hook: Callable[[], None]) -> None:
+        with self._lock:
+            if hook in self._hooks:
+                self._hooks.remove(hook)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the server needs from a TTS engine (DESIGN section 4)."""
+
+    name: str
+    """Engine name, as in ``rxtts serve --engine NAME``."""
+    sample_rate: int
+    """Native rate (Hz) of the audio ``synthesize`` yields."""
+
+    def voices(self) -> Sequence[VoiceInfo]:
+        """The voices this engine speaks, in id order."""
+        ...
+
+    def synthesize(
+        self, text: str, voice: VoiceInfo, settings: SynthesisSettings, cancel: CancelToken
+    ) -> Iterator[AudioBlock]:
+        """Blocking and abandonable: yield float32 mono blocks at :attr:`sample_rate` as
+        soon as each is ready; once ``cancel`` is set, return promptly without raising."""
+        ...
+
+    def warm_up(self) -> None:
+        """Load models and run one tiny inference so the first real request is fast."""
+        ...
