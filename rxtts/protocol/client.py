@@ -324,6 +324,8 @@ class StreamClient:
                 return [(None, Interrupted())]
             if isinstance(frame, ErrorFrame):
                 return [(None, error_from_frame(frame))]
+            if isinstance(frame, SettingsUpdatedFrame):
+                return [(None, to_event(frame))]  # PROTOCOL S-7: an ack, not a turn frame
             return []
         turn = self.turns[0] if self.turns else None
         out = to_event(frame)
@@ -461,6 +463,7 @@ class MultiClient:
 
     def update_settings(self, **settings: object) -> list[ClientFrame]:
         """``update_settings`` for later contexts (PROTOCOL M-11)."""
+        self._check_open()  # nothing may follow close_socket (PROTOCOL M-8)
         return [settings_update(**settings)]
 
     def connection_lost(self) -> list[str]:

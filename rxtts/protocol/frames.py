@@ -59,7 +59,12 @@ def _is_int(v: object) -> bool:
 
 
 def _is_number(v: object) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)  # type: ignore[arg-type]
+    if not (_is_int(v) or isinstance(v, float)):
+        return False
+    try:
+        return math.isfinite(v)  # type: ignore[arg-type]
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _get_int(d: Mapping[str, Any], key: str) -> int | None:
@@ -129,7 +134,8 @@ def _load(data: str | bytes) -> dict[str, Any]:
     # PROTOCOL G-4: JSON objects in text frames only.
     if not isinstance(data, str):
         raise _bad("binary frames are not supported; send JSON text frames")
-    if len(data) > MAX_FRAME_BYTES:
+    # PROTOCOL G-5: frames stay under 1 MiB of UTF-8 (characters are cheaper to count).
+    if len(data) > MAX_FRAME_BYTES // 4 and len(data.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
         raise _bad(f"frame exceeds {MAX_FRAME_BYTES} bytes")
     try:
         obj = json.loads(data)
@@ -137,7 +143,18 @@ def _load(data: str | bytes) -> dict[str, Any]:
         raise _bad("frame is not valid JSON") from None
     if not isinstance(obj, dict):
         raise _bad("frame must be a JSON object")
+    if "\\u" in data and not _utf8_safe(obj):
+        raise _bad("frame contains a lone UTF-16 surrogate")
     return obj
+
+
+def _utf8_safe(obj: object) -> bool:
+    """False if an escaped lone surrogate made a string that cannot be sent as UTF-8."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
 
 
 def _dump(obj: Mapping[str, Any]) -> str:
@@ -452,7 +469,10 @@ def _decode_update(d: Mapping[str, Any]) -> UpdateSettingsFrame:
     fixed = sorted(set(body) - set(UPDATABLE_SETTINGS))
     if fixed:
         raise _invalid(f"Invalid settings update: not updatable: {', '.join(fixed)}")
-    return UpdateSettingsFrame(parse_config(body))
+    settings = parse_config(body)
+    if settings.is_empty():
+        raise _invalid("update_settings: no value to update")
+    return UpdateSettingsFrame(settings)
 
 
 def _decode_tts(d: Mapping[str, Any]) -> ClientFrame:
@@ -610,8 +630,8 @@ class ChunkCompleteFrame:
         out = {
             "chunk_complete": True,
             "chunk_id": self.chunk_id,
-            "audio_seconds": round(self.audio_seconds, 4),
-            "gen_ms": round(self.gen_ms, 2),
+            "audio_seconds": round(self.audio_seconds, 4) + 0.0,  # never -0.0
+            "gen_ms": round(self.gen_ms, 2) + 0.0,
         }
         return _with_context(out, self.context_id)
 
@@ -844,7 +864,9 @@ _TTS_STATS = ("chunks", "total_samples", "dur_ms", "gen_ms", "rtf", "ttfa_ms")
 
 
 def _decode_final(d: Mapping[str, Any]) -> FinalFrame:
-    stats = {k: d[k] for k in _TTS_STATS if k in d and _is_number(d[k])}
+    for k in _TTS_STATS:
+        _get_number(d, k)  # PROTOCOL 4.2: statistics are numbers when present
+    stats = {k: d[k] for k in _TTS_STATS if d.get(k) is not None}
     return FinalFrame(
         _get_str(d, "context_id"),
         _get_number(d, "total_audio_seconds"),

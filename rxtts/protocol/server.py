@@ -21,6 +21,7 @@ Context states (PROTOCOL 6)::
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -167,7 +168,7 @@ class Pricing:
                 cost_unavailable=True,
             )
         cost = round(audio_seconds / 60.0 * self.cents_per_minute, 6)
-        return SessionUsage(round(audio_seconds, 4), characters, cost, "eur", model_id)
+        return SessionUsage(round(audio_seconds, 4), characters, cost, "eur", model_id or DEFAULT_MODEL_ID)
 
 
 # -- per-pipeline bookkeeping ---------------------------------------------------------
@@ -271,6 +272,8 @@ class StreamServer(_Machine):
     ending: list[str] = field(default_factory=list)
     _counter: itertools.count[int] = field(default_factory=itertools.count)
     closed: bool = False
+    deferred_closes: dict[str, int] = field(default_factory=dict)
+    """Empty ``session_closed`` replies owed right after an ending turn's own (S-4, S-6)."""
 
     def receive(self, frame: ClientFrame) -> list[Command]:
         """Commands for one decoded client frame."""
@@ -335,7 +338,11 @@ class StreamServer(_Machine):
         if self.open_turn is not None:
             return self._end(self.pipelines[self.open_turn])
         if self.ending:
-            return []  # the pending turn's session_closed answers it
+            # PROTOCOL S-4, S-6: every close/blank flush gets its empty session_closed,
+            # in order, so it goes right after the ending turn's own.
+            last = self.ending[-1]
+            self.deferred_closes[last] = self.deferred_closes.get(last, 0) + 1
+            return []
         return [_send(SessionClosedFrame(0.0, 0, 0))]
 
     def idle_timeout(self, key: str) -> list[Command]:
@@ -351,6 +358,7 @@ class StreamServer(_Machine):
             self.pipelines.pop(key).state = PipelineState.CANCELLED
             cmds.append(CancelPipeline(key))
         self.ending.clear()
+        self.deferred_closes.clear()  # PROTOCOL S-5: nothing but `interrupted` follows
         self.open_turn = None
         cmds.append(_send(InterruptedFrame()))
         return cmds
@@ -368,7 +376,11 @@ class StreamServer(_Machine):
         if p.next_idx or p.chunks_done:  # PROTOCOL U-4: final only if the turn had content
             frames.append(FinalFrame(None, *totals))
         frames.append(SessionClosedFrame(*totals, usage=self._usage(p)))
+        frames.extend(self._owed_closes(key))
         return frames
+
+    def _owed_closes(self, key: str) -> list[ServerFrame]:
+        return [SessionClosedFrame(0.0, 0, 0) for _ in range(self.deferred_closes.pop(key, 0))]
 
     def error(self, key: str, exc: ProtocolError) -> list[Command]:
         """The pipeline failed: report it and end the turn so the client never hangs."""
@@ -385,7 +397,7 @@ class StreamServer(_Machine):
         totals = (round(p.audio_seconds, 4), p.chunks_done, p.next_idx)
         return [
             CancelPipeline(key),
-            _send(*frames, SessionClosedFrame(*totals, usage=self._usage(p))),
+            _send(*frames, SessionClosedFrame(*totals, usage=self._usage(p)), *self._owed_closes(key)),
         ]
 
 
@@ -417,6 +429,9 @@ class MultiServer(_Machine):
             raise LocalProtocolError("frame after close_socket")
         match frame:
             case TextFrame(context_id=None):
+                if frame.text.strip() or frame.flush:
+                    err = ProtocolError("context_id is required", error_code="VALIDATION_ERROR")
+                    return [_error(err)]
                 # PROTOCOL M-3: the context-less prep frame only updates session config.
                 self.config = self.config.merged(frame.config)
                 return []
@@ -502,8 +517,8 @@ class MultiServer(_Machine):
     def timeout(self, cid: str) -> list[Command]:
         """The I/O layer's inactivity timer fired for a context (PROTOCOL M-10)."""
         p = self._live(cid)
-        if p is None:
-            return []
+        if p is None or p.closing:
+            return []  # PROTOCOL M-7: a closing context still owes final + context_closed
         p.state = PipelineState.CANCELLED
         del self.pipelines[cid]
         return [CancelPipeline(cid), _send(ContextTimeoutFrame(cid))]
@@ -552,16 +567,17 @@ class TtsServer(_Machine):
     queue: list[str] = field(default_factory=list)
     _counter: itertools.count[int] = field(default_factory=itertools.count)
     gen_ms: dict[str, float] = field(default_factory=dict)
+    owed: dict[str, list[ServerFrame]] = field(default_factory=dict)
+    """Error replies queued behind a pending request, sent after its answer (T-2)."""
 
     def receive(self, frame: ClientFrame) -> list[Command]:
         """Commands for one request."""
         if not isinstance(frame, TtsRequest):
             raise LocalProtocolError(f"{type(frame).__name__} is not a tts frame")
         if frame.config.voice_id is None:
-            return [_send(missing_voice_error())]  # PROTOCOL T-3
+            return self._reply(missing_voice_error())  # PROTOCOL T-3
         if not frame.text.strip():
-            err = ProtocolError("text must not be empty", error_code="VALIDATION_ERROR")
-            return [_error(err)]
+            return self._reply(ErrorFrame("text must not be empty", "VALIDATION_ERROR", 400))
         key = f"req-{next(self._counter)}"
         p = _Pipeline(key, frame.config, characters=len(frame.text))
         self.pipelines[key] = p
@@ -570,10 +586,31 @@ class TtsServer(_Machine):
         resolved = frame.config.merged(WireConfig(chunk_length_schedule=DEFAULT_SCHEDULE))
         return [OpenPipeline(key, resolved), AppendText(key, frame.text), Flush(key)]
 
+    def _reply(self, frame: ServerFrame) -> list[Command]:
+        # PROTOCOL T-2: answers in arrival order, never inside an earlier request's audio.
+        if self.queue:
+            self.owed.setdefault(self.queue[-1], []).append(frame)
+            return []
+        return [_send(frame)]
+
     def chunk_started(self, key: str, text: str) -> list[ServerFrame]:
         """tts has no chunk frames; only count the chunk."""
         super(TtsServer, self).chunk_started(key, text)
         return []
+
+    def audio(
+        self, key: str, data: bytes, enc: Encoding, sample_rate: int, samples: int
+    ) -> list[ServerFrame]:
+        """Audio without ``chunk_id`` (PROTOCOL 3.2: ``chunk_id`` is stream/multi only)."""
+        frames = super(TtsServer, self).audio(key, data, enc, sample_rate, samples)
+        return [dataclasses.replace(f, chunk_id=None) for f in frames if isinstance(f, AudioFrame)]
+
+    def word_timestamps(self, key: str, frame: WordTimestampsFrame) -> list[ServerFrame]:
+        """Alignment without ``chunk_id`` (PROTOCOL 4.3)."""
+        p = self._live(key)
+        if p is None or not p.config.word_timestamps:
+            return []
+        return [WordTimestampsFrame(frame.words)]
 
     def chunk_done(self, key: str, audio_seconds: float, gen_ms: float) -> list[ServerFrame]:
         """Accumulate generation time for the request's ``final``."""
@@ -597,7 +634,7 @@ class TtsServer(_Machine):
             "gen_ms": round(gen_ms, 2),
             "rtf": round(gen_ms / dur_ms, 4) if dur_ms else 0.0,
         }
-        return [FinalFrame(stats=stats, usage=self._usage(p))]
+        return [FinalFrame(stats=stats, usage=self._usage(p)), *self.owed.pop(key, [])]
 
     def error(self, key: str, exc: ProtocolError) -> list[ServerFrame]:
         """The request failed: an error frame instead of ``final`` (PROTOCOL 4.2)."""
@@ -605,7 +642,8 @@ class TtsServer(_Machine):
             return []
         self.queue.remove(key)
         self.gen_ms.pop(key, None)
-        return [ErrorFrame(exc.message, exc.error_code or "INTERNAL_ERROR", exc.status or 500)]
+        err = ErrorFrame(exc.message, exc.error_code or "INTERNAL_ERROR", exc.status or 500)
+        return [err, *self.owed.pop(key, [])]
 
 
 def effective_format(config: WireConfig) -> OutputFormat:
