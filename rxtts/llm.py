@@ -85,7 +85,11 @@ def from_llm(
 def _texts() -> Callable[[Observable[Any]], Observable[str]]:
     from reactivex import operators as ops
 
-    return reactivex.compose(ops.map(token_text), ops.filter(bool))
+    def texts(source: Observable[Any]) -> Observable[str]:
+        tokens: Observable[str | None] = source.pipe(ops.map(token_text))
+        return tokens.pipe(ops.filter(bool))  # type: ignore[arg-type]
+
+    return texts
 
 
 __all__ = ["from_llm", "token_text"]
