@@ -1,1 +1,227 @@
-"""rxtts: reactive streaming text-to-speech."""
+"""rxtts: reactive streaming text-to-speech.
+
+LLM tokens in, speech out, over the KugelAudio WebSocket protocol, as ReactiveX
+observables (``reactivex``)::
+
+    import rxtts
+    from reactivex import operators as ops
+
+    async with rxtts.connect() as tts:            # no URL/key: embedded local server
+        session = tts.streaming_session(voice_id=1071, preset="low-latency")
+        turn = session.speak(tokens)              # Observable[TtsEvent]; subscribe = start
+        turn.pipe(rxtts.play(player), ops.take_until(user_speaks)).subscribe()
+
+Every name below is imported lazily on first use, so ``import rxtts`` stays cheap and
+never loads an optional (GPL) engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Bound eagerly (the module is light): the submodule ``rxtts.connect`` would otherwise
+# shadow the function of the same name once imported.
+from rxtts.connect import connect, connect_sync
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # connecting
+    "SyncClient": "rxtts.connect",
+    "TTS": "rxtts.client",
+    "AudioStream": "rxtts.client",
+    "GeneratedAudio": "rxtts.client",
+    "StreamingSession": "rxtts.session",
+    "SessionCallbacks": "rxtts.session",
+    "MultiContextSession": "rxtts.multi",
+    # configuration
+    "StreamConfig": "rxtts.config",
+    "MultiContextConfig": "rxtts.config",
+    "VoiceSettings": "rxtts.config",
+    "OutputFormat": "rxtts.config",
+    "ChunkingPreset": "rxtts.config",
+    "LOW_LATENCY": "rxtts.config",
+    "BALANCED": "rxtts.config",
+    "HIGH_QUALITY": "rxtts.config",
+    "PRESETS": "rxtts.config",
+    # events
+    "TtsEvent": "rxtts.events",
+    "AudioChunk": "rxtts.events",
+    "GenerationStarted": "rxtts.events",
+    "WordTimestamp": "rxtts.events",
+    "WordTimestamps": "rxtts.events",
+    "ChunkComplete": "rxtts.events",
+    "Final": "rxtts.events",
+    "SessionClosed": "rxtts.events",
+    "SessionUsage": "rxtts.events",
+    "Interrupted": "rxtts.events",
+    "SettingsUpdated": "rxtts.events",
+    "ServerWarning": "rxtts.events",
+    "TurnMetrics": "rxtts.events",
+    "ContextCreated": "rxtts.events",
+    "ContextClosed": "rxtts.events",
+    "ContextTimeout": "rxtts.events",
+    "ContextError": "rxtts.events",
+    "SessionStarted": "rxtts.events",
+    # errors
+    "RxTtsError": "rxtts.errors",
+    "AuthenticationError": "rxtts.errors",
+    "InsufficientCreditsError": "rxtts.errors",
+    "RateLimitError": "rxtts.errors",
+    "TooManyContextsError": "rxtts.errors",
+    "ValidationError": "rxtts.errors",
+    "MissingVoiceError": "rxtts.errors",
+    "NotFoundError": "rxtts.errors",
+    "ConnectionClosedError": "rxtts.errors",
+    "ModelUnavailableError": "rxtts.errors",
+    "ServerRestartingError": "rxtts.errors",
+    "ServerError": "rxtts.errors",
+    "ProtocolError": "rxtts.errors",
+    "LocalProtocolError": "rxtts.errors",
+    "RemoteProtocolError": "rxtts.errors",
+    # operators
+    "FLUSH": "rxtts.operators.flush",
+    "Flush": "rxtts.operators.flush",
+    "sentences": "rxtts.operators.sentences",
+    "chunk_schedule": "rxtts.operators.chunk_schedule",
+    "turn_metrics": "rxtts.operators.metrics",
+    "collect_audio": "rxtts.operators.sinks",
+    "to_numpy": "rxtts.operators.sinks",
+    "write_wav": "rxtts.operators.sinks",
+    "play": "rxtts.operators.sinks",
+}
+
+__all__ = [
+    "BALANCED",
+    "FLUSH",
+    "HIGH_QUALITY",
+    "LOW_LATENCY",
+    "PRESETS",
+    "TTS",
+    "AudioChunk",
+    "AudioStream",
+    "AuthenticationError",
+    "ChunkComplete",
+    "ChunkingPreset",
+    "ConnectionClosedError",
+    "ContextClosed",
+    "ContextCreated",
+    "ContextError",
+    "ContextTimeout",
+    "Final",
+    "Flush",
+    "GeneratedAudio",
+    "GenerationStarted",
+    "InsufficientCreditsError",
+    "Interrupted",
+    "LocalProtocolError",
+    "MissingVoiceError",
+    "ModelUnavailableError",
+    "MultiContextConfig",
+    "MultiContextSession",
+    "NotFoundError",
+    "OutputFormat",
+    "ProtocolError",
+    "RateLimitError",
+    "RemoteProtocolError",
+    "RxTtsError",
+    "ServerError",
+    "ServerRestartingError",
+    "ServerWarning",
+    "SessionCallbacks",
+    "SessionClosed",
+    "SessionStarted",
+    "SessionUsage",
+    "SettingsUpdated",
+    "StreamConfig",
+    "StreamingSession",
+    "SyncClient",
+    "TooManyContextsError",
+    "TtsEvent",
+    "TurnMetrics",
+    "ValidationError",
+    "VoiceSettings",
+    "WordTimestamp",
+    "WordTimestamps",
+    "chunk_schedule",
+    "collect_audio",
+    "connect",
+    "connect_sync",
+    "play",
+    "sentences",
+    "to_numpy",
+    "turn_metrics",
+    "write_wav",
+]
+
+if TYPE_CHECKING:
+    from rxtts.client import TTS, AudioStream, GeneratedAudio
+    from rxtts.config import (
+        BALANCED,
+        HIGH_QUALITY,
+        LOW_LATENCY,
+        PRESETS,
+        ChunkingPreset,
+        MultiContextConfig,
+        OutputFormat,
+        StreamConfig,
+        VoiceSettings,
+    )
+    from rxtts.connect import SyncClient
+    from rxtts.errors import (
+        AuthenticationError,
+        ConnectionClosedError,
+        InsufficientCreditsError,
+        LocalProtocolError,
+        MissingVoiceError,
+        ModelUnavailableError,
+        NotFoundError,
+        ProtocolError,
+        RateLimitError,
+        RemoteProtocolError,
+        RxTtsError,
+        ServerError,
+        ServerRestartingError,
+        TooManyContextsError,
+        ValidationError,
+    )
+    from rxtts.events import (
+        AudioChunk,
+        ChunkComplete,
+        ContextClosed,
+        ContextCreated,
+        ContextError,
+        ContextTimeout,
+        Final,
+        GenerationStarted,
+        Interrupted,
+        ServerWarning,
+        SessionClosed,
+        SessionStarted,
+        SessionUsage,
+        SettingsUpdated,
+        TtsEvent,
+        TurnMetrics,
+        WordTimestamp,
+        WordTimestamps,
+    )
+    from rxtts.operators.chunk_schedule import chunk_schedule
+    from rxtts.operators.flush import FLUSH, Flush
+    from rxtts.operators.metrics import turn_metrics
+    from rxtts.operators.sentences import sentences
+    from rxtts.operators.sinks import collect_audio, play, to_numpy, write_wav
+    from rxtts.session import SessionCallbacks, StreamingSession
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rxtts' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -1,0 +1,467 @@
+"""``TTS``: what :func:`rxtts.connect` returns.
+
+- ``tts.streaming_session(...)`` -> :class:`~rxtts.session.StreamingSession` (``/ws/tts/stream``).
+- ``tts.stream(text)`` -> :class:`AudioStream`, both an ``Observable[TtsEvent]`` and an
+  async iterator of :class:`~rxtts.events.AudioChunk`; ``await tts.generate(text)`` ->
+  :class:`GeneratedAudio`. Both use one pooled ``/ws/tts`` socket (PROTOCOL 4, 10).
+- ``tts.multi_context_session(...)`` -> ``rxtts.multi.MultiContextSession``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+
+from rxtts.config import StreamConfig
+from rxtts.errors import ConnectionClosedError, RxTtsError, ServerRestartingError
+from rxtts.events import (
+    AudioChunk,
+    Final,
+    SessionUsage,
+    TtsEvent,
+    TurnMetrics,
+    WordTimestamp,
+    WordTimestamps,
+)
+from rxtts.protocol.client import TtsClient
+from rxtts.protocol.frames import Endpoint, ServerFrame
+from rxtts.session import SessionCallbacks, StreamingSession
+from rxtts.transport.websocket import (
+    CloseInfo,
+    Connection,
+    ReconnectPolicy,
+    TransportOptions,
+    build_url,
+    open_connection,
+)
+
+if TYPE_CHECKING:
+    from rxtts.multi import MultiContextSession
+    from rxtts.server.embedded import RunningServer
+
+log = logging.getLogger("rxtts.client")
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class GeneratedAudio:
+    """The whole audio of one ``generate`` request."""
+
+    samples: npt.NDArray[np.int16]
+    """Mono int16 samples (G.711 output decoded)."""
+    sample_rate: int
+    """Rate of the first frame (JS ``generate()``)."""
+    usage: SessionUsage | None = None
+    """Billing from the ``final`` frame."""
+    frames: int = 0
+    """Audio frames received."""
+    stats: Mapping[str, Any] = field(default_factory=dict)
+    """Server statistics of ``final`` (``total_samples``, ``dur_ms``, ``gen_ms``, ``rtf``...)."""
+    word_timestamps: tuple[WordTimestamp, ...] = ()
+    """Aligned words, when requested."""
+    ttfb: float | None = None
+    """Seconds from sending the request to the first audio frame."""
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio."""
+        return len(self.samples) / self.sample_rate if self.sample_rate else 0.0
+
+    def to_wav(self, path: str) -> None:
+        """Write the audio as a 16-bit WAV file."""
+        from rxtts.audio.wav import write_wav
+
+        write_wav(path, self.samples, self.sample_rate)
+
+
+def generated_audio(events: list[TtsEvent], started_at: float | None = None) -> GeneratedAudio:
+    """Assemble a :class:`GeneratedAudio` from one request's events."""
+    chunks = [e for e in events if isinstance(e, AudioChunk)]
+    final = next((e for e in events if isinstance(e, Final)), None)
+    words = tuple(w for e in events if isinstance(e, WordTimestamps) for w in e.words)
+    samples = np.concatenate([c.samples for c in chunks]) if chunks else np.zeros(0, np.int16)
+    ttfb = chunks[0].at - started_at if chunks and started_at is not None else None
+    return GeneratedAudio(
+        samples=samples.astype(np.int16, copy=False),
+        sample_rate=chunks[0].sample_rate if chunks else 0,
+        usage=final.usage if final else None,
+        frames=len(chunks),
+        stats=dict(final.stats) if final else {},
+        word_timestamps=words,
+        ttfb=ttfb,
+    )
+
+
+class AudioStream(Observable[TtsEvent]):
+    """One ``/ws/tts`` request: an observable of its events and an async iterator of audio.
+
+    Subscribing (or iterating) sends the request; each subscription is its own request::
+
+        result: --a--a--a--w--F|     (a AudioChunk, w WordTimestamps, F Final)
+
+    ``async for chunk in tts.stream(text)`` yields only the :class:`AudioChunk` events.
+    """
+
+    def __aiter__(self) -> AsyncIterator[AudioChunk]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[AudioChunk]:
+        queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        sub = self.subscribe(
+            lambda e: queue.put_nowait((0, e)),
+            lambda err: queue.put_nowait((1, err)),
+            lambda: queue.put_nowait((2, None)),
+        )
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == 0:
+                    if isinstance(value, AudioChunk):
+                        yield value
+                elif kind == 1:
+                    raise value
+                else:
+                    return
+        finally:
+            sub.dispose()
+
+
+# -- the pooled /ws/tts socket ----------------------------------------------------------------
+
+
+@dataclass(eq=False, slots=True)
+class _Request:
+    text: str
+    config: StreamConfig
+    observer: abc.ObserverBase[TtsEvent]
+    audio_frames: int = 0
+    replays: int = 0
+    abandoned: bool = False
+
+
+class TtsPool:
+    """One pooled ``/ws/tts`` socket; requests are answered in order (PROTOCOL T-2).
+
+    A disposed request's remaining frames are dropped until its ``final``. After a
+    1012/1013 close a request that got no audio is re-issued once (JS semantics).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        loop: asyncio.AbstractEventLoop,
+        transport: TransportOptions | None = None,
+        reconnect: ReconnectPolicy | None = None,
+    ) -> None:
+        self._url = url
+        self._loop = loop
+        self._transport = transport or TransportOptions(
+            ping_interval=20.0, ping_timeout=20.0
+        )  # PY pooled tts
+        self._policy = reconnect or ReconnectPolicy()
+        self._client = TtsClient()
+        self._requests: dict[int, _Request] = {}
+        self._conn: Connection | None = None
+        self._connecting: asyncio.Task[Connection] | None = None
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the pooled socket is open."""
+        return self._conn is not None and self._conn.is_open
+
+    def events(self, text: str, config: StreamConfig) -> AudioStream:
+        """The request as a cold observable (see :class:`AudioStream`)."""
+
+        def subscribe(
+            observer: abc.ObserverBase[TtsEvent], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            req = _Request(text, config, observer)
+            self._on_loop(self._start, req)
+            return Disposable(lambda: self._on_loop(self._abandon, req))
+
+        return AudioStream(subscribe)
+
+    async def connect(self) -> None:
+        """Open the pooled socket now (PY/JS pre-open it)."""
+        await self._connection()
+
+    async def close(self) -> None:
+        """Close the pooled socket; open requests fail."""
+        conn = self._conn
+        if conn is not None:
+            await conn.close()
+
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    async def _connection(self) -> Connection:
+        if self._conn is not None and self._conn.is_open:
+            return self._conn
+        if self._connecting is None:
+            self._connecting = self._loop.create_task(self._open(), name="rxtts-tts-connect")
+        return await asyncio.shield(self._connecting)
+
+    async def _open(self) -> Connection:
+        try:
+            conn = await open_connection(self._url, self._transport)
+        finally:
+            self._connecting = None
+        self._conn = conn
+        conn.frames.subscribe(
+            self._on_frame,
+            lambda e: self._on_closed(conn, e),
+            lambda: self._on_closed(conn, None),
+        )
+        return conn
+
+    def _start(self, req: _Request) -> None:
+        task = self._loop.create_task(self._issue(req))
+        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+
+    async def _issue(self, req: _Request) -> None:
+        try:
+            conn = await self._connection()
+        except Exception as exc:
+            if not req.abandoned:
+                req.abandoned = True
+                req.observer.on_error(exc)
+            return
+        if req.abandoned:
+            return
+        rid, frames = self._client.request(req.text, req.config)
+        self._requests[rid] = req
+        for frame in frames:
+            conn.send(frame)
+
+    def _abandon(self, req: _Request) -> None:
+        req.abandoned = True  # /ws/tts has no cancel: its frames are dropped until final
+
+    def _on_frame(self, frame: ServerFrame) -> None:
+        for rid, out in self._client.receive(frame):
+            req = self._requests.get(rid) if rid is not None else None
+            if isinstance(out, Exception):
+                if rid is not None:
+                    self._requests.pop(rid, None)
+                if req is not None and not req.abandoned:
+                    req.abandoned = True
+                    req.observer.on_error(out)
+                continue
+            if req is None:
+                continue
+            if isinstance(out, AudioChunk):
+                req.audio_frames += 1
+            ended = isinstance(out, Final)
+            if ended and rid is not None:
+                del self._requests[rid]
+            if req.abandoned:
+                continue
+            req.observer.on_next(out)
+            if ended:
+                req.abandoned = True
+                req.observer.on_completed()
+
+    def _on_closed(self, conn: Connection, error: Exception | None) -> None:
+        if conn is not self._conn:
+            return
+        self._conn = None
+        info = conn.closed.result() if conn.closed.done() else CloseInfo(None)
+        requests = list(self._requests.values())
+        self._requests.clear()
+        self._client.pending.clear()
+        restart = info.code in self._policy.codes
+        for req in requests:
+            if req.abandoned:
+                continue
+            if restart and req.audio_frames == 0 and req.replays < self._policy.max_replays:
+                req.replays += 1  # PROTOCOL 10: JS re-issues an audio-less request once
+                self._loop.call_later(self._policy.retry_after, self._start, req)
+                continue
+            if isinstance(error, RxTtsError):
+                err: RxTtsError = error
+            elif restart:
+                err = ServerRestartingError()
+            else:
+                err = ConnectionClosedError(
+                    f"connection closed (code {info.code}) before the request finished"
+                )
+            req.abandoned = True
+            req.observer.on_error(err)
+
+
+# -- the client object ----------------------------------------------------------------------
+
+
+class TTS:
+    """A connection to a KugelAudio-compatible server: the hosted service or our own.
+
+    Use it inside the loop that created it; it is returned by :func:`rxtts.connect`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        default_config: StreamConfig | None = None,
+        transport: TransportOptions | None = None,
+        reconnect: ReconnectPolicy | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        server: RunningServer | None = None,
+    ) -> None:
+        self.base_url = base_url
+        """HTTP(S) or WS(S) base URL of the server."""
+        self.api_key = api_key
+        """API key (region prefix included; stripped on the wire)."""
+        self.default_config = default_config or StreamConfig()
+        """Config sessions and requests start from."""
+        self.transport = transport or TransportOptions()
+        """Socket settings of streaming sessions."""
+        self.reconnect = reconnect or ReconnectPolicy()
+        """Replay policy after 1012/1013."""
+        self.loop = loop or asyncio.get_running_loop()
+        """The loop every socket of this client runs on."""
+        self.server = server
+        """The embedded local server, when :func:`rxtts.connect` started one."""
+        self._pool = TtsPool(self.url_for(Endpoint.TTS), self.loop, reconnect=self.reconnect)
+        self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    @property
+    def is_local(self) -> bool:
+        """True when this client started its own embedded server."""
+        return self.server is not None
+
+    def url_for(self, endpoint: Endpoint | str) -> str:
+        """The WebSocket URL of ``endpoint`` with auth (contains the key: do not log it)."""
+        return build_url(self.base_url, endpoint, self.api_key)
+
+    def config(self, config: StreamConfig | None = None, **changes: Any) -> StreamConfig:
+        """``config`` (else the default) with ``changes``; ``preset=`` picks a chunking preset."""
+        base = config or self.default_config
+        preset = changes.pop("preset", None)
+        if preset is not None:
+            tmp = StreamConfig.from_preset(preset)
+            changes = {
+                "chunk_length_schedule": tmp.chunk_length_schedule,
+                "auto_mode": tmp.auto_mode,
+                **changes,
+            }
+        return base.replace(**changes) if changes else base
+
+    def streaming_session(
+        self,
+        config: StreamConfig | None = None,
+        *,
+        on_chunk: Callable[[AudioChunk], None] | None = None,
+        on_chunk_complete: Callable[[int, float, float], None] | None = None,
+        on_final: Callable[[Final], None] | None = None,
+        on_session_closed: Callable[[float], None] | None = None,
+        on_interrupted: Callable[[], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        on_word_timestamps: Callable[[tuple[WordTimestamp, ...]], None] | None = None,
+        on_metrics: Callable[[TurnMetrics], None] | None = None,
+        **config_changes: Any,
+    ) -> StreamingSession:
+        """A new streaming session (not yet connected: ``await session.connect()``, ``async
+        with``, or just ``speak``). ``config_changes`` are :class:`StreamConfig` fields,
+        e.g. ``voice_id=1071, auto_mode=True``, or ``preset="low-latency"``."""
+        callbacks = SessionCallbacks(
+            on_chunk=on_chunk,
+            on_chunk_complete=on_chunk_complete,
+            on_final=on_final,
+            on_session_closed=on_session_closed,
+            on_interrupted=on_interrupted,
+            on_error=on_error,
+            on_word_timestamps=on_word_timestamps,
+            on_metrics=on_metrics,
+        )
+        session = StreamingSession(
+            self.url_for(Endpoint.STREAM),
+            self.config(config, **config_changes),
+            callbacks=callbacks,
+            transport=self.transport,
+            reconnect=self.reconnect,
+            loop=self.loop,
+        )
+        self._sessions.add(session)
+        return session
+
+    def multi_context_session(self, *args: Any, **kwargs: Any) -> MultiContextSession:
+        """A multi-context session on ``/ws/tts/multi`` (see :mod:`rxtts.multi`)."""
+        from rxtts.multi import MultiContextSession
+
+        session = MultiContextSession(self, *args, **kwargs)
+        self._sessions.add(session)
+        return session
+
+    def stream(self, text: str, config: StreamConfig | None = None, **config_changes: Any) -> AudioStream:
+        """Speak a whole text over the pooled ``/ws/tts`` socket (see :class:`AudioStream`)."""
+        return self._pool.events(text, self.config(config, **config_changes))
+
+    async def generate(
+        self, text: str, config: StreamConfig | None = None, **config_changes: Any
+    ) -> GeneratedAudio:
+        """Speak a whole text and return all of its audio."""
+        events: list[TtsEvent] = []
+        done: asyncio.Future[None] = self.loop.create_future()
+
+        def on_error(err: Exception) -> None:
+            if not done.done():
+                done.set_exception(err)
+
+        def on_completed() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        started = time.monotonic()
+        sub = self.stream(text, config, **config_changes).subscribe(events.append, on_error, on_completed)
+        try:
+            await done
+        finally:
+            sub.dispose()
+        return generated_audio(events, started)
+
+    async def aclose(self) -> None:
+        """Close every session, the pooled socket and the embedded server."""
+        for session in list(self._sessions):
+            with contextlib.suppress(Exception):
+                await session.close()
+        self._sessions.clear()
+        await self._pool.close()
+        if self.server is not None:
+            server, self.server = self.server, None
+            await asyncio.get_running_loop().run_in_executor(None, server.stop)
+
+    async def __aenter__(self) -> TTS:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+__all__ = ["TTS", "AudioStream", "GeneratedAudio", "TtsPool", "generated_audio"]

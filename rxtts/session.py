@@ -1,0 +1,984 @@
+"""``StreamingSession``: turns as observables, plus the imperative API of the seed docs.
+
+One socket to ``/ws/tts/stream``, many turns (PROTOCOL 5). Two front ends share one
+implementation:
+
+- Rx: ``speak(tokens) -> Observable[TtsEvent]``. Subscribing starts a turn; each token is
+  sent as it arrives; completion of ``tokens`` sends one ``{"flush": true}``; the
+  observable emits this turn's events, a :class:`~rxtts.events.TurnMetrics`, the
+  :class:`~rxtts.events.SessionClosed`, and completes. Disposing it earlier sends
+  ``{"cancel": true}`` (barge-in); the protocol core drops every late frame of the turn
+  and the next turn starts at once::
+
+      session.speak(tokens).pipe(ops.take_until(user_speaks)).subscribe(player)
+
+- Imperative (seed ``StreamingSession``): ``connect``, ``send``, ``cancel_current``,
+  ``end_session``, ``update_config``, ``close``, ``is_connected``, ``last_usage`` and the
+  ``on_*`` callbacks, which are subscribers of the same event stream (:attr:`events`).
+
+Threading: every socket operation and every event delivery happens on the session's
+asyncio loop. ``speak`` may be subscribed, tokens may arrive and turns may be disposed
+from any thread: calls are marshalled with ``loop.call_soon_threadsafe``. When the loop
+runs in another thread (e.g. :func:`rxtts.connect_sync`), blocking helpers such as
+``session.speak(tokens).run()`` work; never block the loop's own thread that way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum, auto
+from types import TracebackType
+from typing import Any, TypeAlias
+
+import reactivex
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+from reactivex.subject import Subject
+
+from rxtts.config import StreamConfig
+from rxtts.errors import (
+    ConnectionClosedError,
+    LocalProtocolError,
+    MissingVoiceError,
+    RxTtsError,
+    ServerRestartingError,
+    ValidationError,
+)
+from rxtts.events import (
+    AudioChunk,
+    ChunkComplete,
+    Final,
+    Interrupted,
+    SessionClosed,
+    SessionUsage,
+    SettingsUpdated,
+    TtsEvent,
+    TurnMetrics,
+    WordTimestamp,
+    WordTimestamps,
+)
+from rxtts.operators.metrics import MetricsAccumulator
+from rxtts.protocol.client import StreamClient
+from rxtts.protocol.frames import ClientFrame, ServerFrame
+from rxtts.transport.websocket import (
+    CloseInfo,
+    Connection,
+    ReconnectPolicy,
+    TransportOptions,
+    open_connection,
+)
+
+log = logging.getLogger("rxtts.session")
+
+Tokens: TypeAlias = "Observable[Any] | AsyncIterable[str] | Iterable[str] | str"
+"""What ``speak`` accepts: an observable of ``str`` (``FLUSH`` items are skipped), an
+async iterator (e.g. an LLM stream; consumed by the first subscription only), an
+iterable of tokens, or one string."""
+
+DEFAULT_CANCEL_TIMEOUT = 5.0
+"""``cancel_current`` gives up after this many quiet seconds (JS ``cancelCurrent``)."""
+DEFAULT_END_TIMEOUT = 15.0
+"""``end_session``/``update_settings`` give up after this many quiet seconds (JS)."""
+
+
+# -- callbacks ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCallbacks:
+    """The seed's ``StreamingSessionCallbacks``, snake_case; every one optional."""
+
+    on_chunk: Callable[[AudioChunk], None] | None = None
+    """Every audio frame."""
+    on_chunk_complete: Callable[[int, float, float], None] | None = None
+    """``(chunk_id, audio_seconds, gen_ms)`` when a text chunk's audio is complete."""
+    on_final: Callable[[Final], None] | None = None
+    """All audio of a turn was delivered (``final``)."""
+    on_session_closed: Callable[[float], None] | None = None
+    """A turn ended; the argument is its total audio seconds (usage: ``last_usage``)."""
+    on_interrupted: Callable[[], None] | None = None
+    """The server acknowledged a cancel."""
+    on_error: Callable[[Exception], None] | None = None
+    """A typed error (:mod:`rxtts.errors`)."""
+    on_word_timestamps: Callable[[tuple[WordTimestamp, ...]], None] | None = None
+    """Word alignment of a chunk (when ``word_timestamps=True``)."""
+    on_metrics: Callable[[TurnMetrics], None] | None = None
+    """Client-side metrics of a finished turn (TTFB, TTFA, ...)."""
+
+
+def _guard(name: str, fn: Callable[..., None], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("rxtts: callback %s raised", name)
+
+
+class _CallbackObserver(abc.ObserverBase[TtsEvent]):
+    """Routes the session's event stream to the seed-style callbacks."""
+
+    __slots__ = ("_cb",)
+
+    def __init__(self, callbacks: SessionCallbacks) -> None:
+        self._cb = callbacks
+
+    def on_next(self, value: TtsEvent) -> None:
+        cb = self._cb
+        match value:
+            case AudioChunk():
+                if cb.on_chunk:
+                    _guard("on_chunk", cb.on_chunk, value)
+            case ChunkComplete():
+                if cb.on_chunk_complete:
+                    _guard(
+                        "on_chunk_complete",
+                        cb.on_chunk_complete,
+                        value.chunk_id,
+                        value.audio_seconds,
+                        value.gen_ms,
+                    )
+            case Final():
+                if cb.on_final:
+                    _guard("on_final", cb.on_final, value)
+            case SessionClosed():
+                if cb.on_session_closed:
+                    _guard("on_session_closed", cb.on_session_closed, value.total_audio_seconds)
+            case Interrupted():
+                if cb.on_interrupted:
+                    _guard("on_interrupted", cb.on_interrupted)
+            case WordTimestamps():
+                if cb.on_word_timestamps:
+                    _guard("on_word_timestamps", cb.on_word_timestamps, value.words)
+            case TurnMetrics():
+                if cb.on_metrics:
+                    _guard("on_metrics", cb.on_metrics, value)
+            case _:
+                pass
+
+    def on_error(self, error: Exception) -> None:
+        if self._cb.on_error:
+            _guard("on_error", self._cb.on_error, error)
+
+    def on_completed(self) -> None:
+        pass
+
+
+# -- turns --------------------------------------------------------------------------------
+
+
+class _Phase(Enum):
+    QUEUED = auto()
+    ACTIVE = auto()
+    DONE = auto()
+
+
+@dataclass(eq=False, slots=True)
+class _SpeakTurn:
+    """One ``speak()`` subscription."""
+
+    observer: abc.ObserverBase[TtsEvent]
+    phase: _Phase = _Phase.QUEUED
+    buffer: list[str] = field(default_factory=list)
+    input_done: bool = False
+    tokens_sub: abc.DisposableBase | None = None
+    record: _Record | None = None
+    early_closes: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class _Record:
+    """One turn on the wire (a ``StreamClient`` turn id)."""
+
+    id: int
+    speak: _SpeakTurn | None
+    metrics: MetricsAccumulator = field(default_factory=MetricsAccumulator)
+    replays: int = 0
+
+
+class _TokenObserver(abc.ObserverBase[Any]):
+    """Receives a turn's tokens on any thread and hands them to the loop."""
+
+    __slots__ = ("_session", "_turn")
+
+    def __init__(self, session: StreamingSession, turn: _SpeakTurn) -> None:
+        self._session = session
+        self._turn = turn
+
+    def on_next(self, value: Any) -> None:
+        self._session._on_loop(self._session._token, self._turn, value)
+
+    def on_error(self, error: Exception) -> None:
+        self._session._on_loop(self._session._tokens_failed, self._turn, error)
+
+    def on_completed(self) -> None:
+        self._session._on_loop(self._session._tokens_done, self._turn)
+
+
+def _from_async_iterable(source: AsyncIterable[str], loop: asyncio.AbstractEventLoop) -> Observable[str]:
+    """An async iterator as a cold observable driven by a task on ``loop``."""
+
+    def subscribe(
+        observer: abc.ObserverBase[str], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        async def pump() -> None:
+            try:
+                async for item in source:
+                    observer.on_next(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                observer.on_error(exc)
+            else:
+                observer.on_completed()
+
+        task = asyncio.run_coroutine_threadsafe(pump(), loop)
+
+        def cancel() -> None:
+            task.cancel()
+
+        return Disposable(cancel)
+
+    return Observable(subscribe)
+
+
+def as_token_observable(tokens: Tokens, loop: asyncio.AbstractEventLoop) -> Observable[Any]:
+    """Normalise what ``speak`` accepts to an observable of tokens."""
+    if isinstance(tokens, Observable):
+        return tokens
+    if isinstance(tokens, str):
+        return reactivex.just(tokens)
+    if isinstance(tokens, AsyncIterable):
+        return _from_async_iterable(tokens, loop)
+    if isinstance(tokens, Iterable):
+        return reactivex.from_iterable(tokens)
+    raise TypeError(
+        f"speak() takes an Observable, iterable or async iterable of str, not {type(tokens).__name__}"
+    )
+
+
+# -- the session --------------------------------------------------------------------------
+
+
+class StreamingSession:
+    """A streaming TTS session on ``/ws/tts/stream`` (see the module docstring).
+
+    Create it with ``tts.streaming_session(...)`` (or directly with the full stream URL)
+    inside a running loop, or pass ``loop=`` when that loop runs in another thread.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        config: StreamConfig | None = None,
+        *,
+        callbacks: SessionCallbacks | None = None,
+        transport: TransportOptions | None = None,
+        reconnect: ReconnectPolicy | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        cancel_timeout: float = DEFAULT_CANCEL_TIMEOUT,
+        end_timeout: float = DEFAULT_END_TIMEOUT,
+    ) -> None:
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise RuntimeError(
+                    "create the session inside a running asyncio loop, or pass loop= "
+                    "(e.g. the loop of rxtts.connect_sync())"
+                ) from None
+        self._loop = loop
+        self._url = url
+        self._transport = transport or TransportOptions()
+        self._policy = reconnect or ReconnectPolicy()
+        self.cancel_timeout = cancel_timeout
+        """Quiet seconds after which ``cancel_current`` resolves without an ack."""
+        self.end_timeout = end_timeout
+        """Quiet seconds after which ``end_session`` stops waiting."""
+        self._client = StreamClient(config or StreamConfig())
+        self._conn: Connection | None = None
+        self._connecting: asyncio.Task[Connection] | None = None
+        self._reconnect_handle: asyncio.TimerHandle | None = None
+        self._pending: list[ClientFrame] = []
+        self._records: dict[int, _Record] = {}
+        self._queue: deque[_SpeakTurn] = deque()
+        self._active: _SpeakTurn | None = None
+        self._subject: Subject[TtsEvent] = Subject()
+        self._callbacks = callbacks or SessionCallbacks()
+        self._cb_observer = _CallbackObserver(self._callbacks)
+        self._subject.subscribe(self._cb_observer)
+        self._cancels_sent = 0
+        self._acks = 0
+        self._ack_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._settings_waiters: deque[asyncio.Future[Mapping[str, Any]]] = deque()
+        self._last_activity = time.monotonic()
+        self._last_usage: SessionUsage | None = None
+        self._last_metrics: TurnMetrics | None = None
+        self._last_close: CloseInfo | None = None
+        self._closing = False
+
+    # -- public properties --------------------------------------------------------------
+
+    @property
+    def events(self) -> Observable[TtsEvent]:
+        """Hot stream of every event of every turn (what the callbacks see).
+
+        It never terminates (errors go to ``on_error`` and the turn observers), so it
+        survives reconnects. Late frames of a cancelled turn never appear here either.
+        """
+        return self._subject
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop that owns the socket and delivers events."""
+        return self._loop
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL (with the API key: do not log it)."""
+        return self._url
+
+    @property
+    def config(self) -> StreamConfig:
+        """The config of the next turn."""
+        return self._client.config
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the socket is open."""
+        return self._conn is not None and self._conn.is_open
+
+    @property
+    def last_usage(self) -> SessionUsage | None:
+        """Usage of the most recently closed turn; ``None`` before the first one."""
+        return self._last_usage
+
+    @property
+    def last_metrics(self) -> TurnMetrics | None:
+        """Client-side metrics of the most recently closed turn."""
+        return self._last_metrics
+
+    @property
+    def last_close(self) -> CloseInfo | None:
+        """How the previous socket of this session ended, if one did."""
+        return self._last_close
+
+    @property
+    def busy(self) -> bool:
+        """True while a turn is in flight or a ``speak`` turn is running or queued."""
+        return bool(self._records or self._active or self._queue)
+
+    # -- Rx API -------------------------------------------------------------------------
+
+    def speak(self, tokens: Tokens) -> Observable[TtsEvent]:
+        """One turn: send ``tokens`` as they arrive, flush at completion, emit its events.
+
+        Cold: every subscription is its own turn; turns run one after another::
+
+            tokens:  -"Hel"--"lo."----|
+            wire:    -{text}-{text}---{flush}
+            result:  -------------g--a--a--c--f--M--S|
+                     (g generation_started, a audio, c chunk_complete, f final,
+                      M TurnMetrics, S SessionClosed)
+
+        Disposing before ``S`` sends ``{"cancel": true}``: no later frame of the turn
+        reaches anyone, and the next turn starts at once. A ``tokens`` error cancels
+        the turn and is forwarded; server errors arrive as typed exceptions.
+        """
+        source = as_token_observable(tokens, self._loop)
+
+        def subscribe(
+            observer: abc.ObserverBase[TtsEvent], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            turn = _SpeakTurn(observer)
+            self._on_loop(self._enqueue, turn, source)
+            return Disposable(lambda: self._on_loop(self._dispose_turn, turn))
+
+        return Observable(subscribe)
+
+    # -- imperative API -----------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the socket (PROTOCOL 2.2: the server stays silent until the first text)."""
+        if self.is_connected:
+            return
+        if self._reconnect_handle is not None:
+            self._reconnect_handle.cancel()
+            self._reconnect_handle = None
+        self._closing = False
+        self._ensure_connecting()
+        task = self._connecting
+        if task is not None:
+            await asyncio.shield(task)
+
+    def send(self, text: str, flush: bool = False) -> None:
+        """Append ``text`` to the current turn (opening one); ``flush`` ends the turn.
+
+        Never waits: the socket opens in the background if needed (JS ``send``).
+
+        Raises:
+            LocalProtocolError: while a ``speak()`` turn owns the session.
+        """
+        if not isinstance(text, str):
+            raise LocalProtocolError(f"text must be a string, got {type(text).__name__}")
+        if self._active is not None:
+            raise LocalProtocolError("a speak() turn is running on this session; wait for it or dispose it")
+        self._on_loop(self._send_imperative, text, flush)
+
+    def flush(self) -> None:
+        """End the current turn: the server speaks the rest, then ``final`` and ``session_closed``."""
+        self._on_loop(self._flush_imperative)
+
+    async def cancel_current(self, timeout: float | None = None) -> None:
+        """Barge-in: drop the current turn and its buffered text, keep the socket.
+
+        Resolves on the server's ``interrupted`` ack, or after ``timeout`` (default
+        :attr:`cancel_timeout`) seconds without any frame. Running ``speak()`` turns
+        emit :class:`~rxtts.events.Interrupted` and complete.
+        """
+        if self._conn is None and self._connecting is None and not self._pending:
+            return  # not connected: nothing can be playing
+        target = self._cancel_all()
+        await self._wait_acked(target, self.cancel_timeout if timeout is None else timeout)
+
+    async def end_session(self, timeout: float | None = None) -> SessionUsage | None:
+        """End the current turn gracefully (``close``) and wait for its ``session_closed``.
+
+        Keeps the socket for the next turn. With no turn in flight it sends nothing
+        (PROTOCOL 5.5). Returns :attr:`last_usage`.
+        """
+        tid = self._client.current_turn
+        rec = self._records.get(tid) if tid is not None else None
+        if rec is not None and rec.speak is None:
+            self._send(self._client.end_turn())
+        await self._wait_idle(self.end_timeout if timeout is None else timeout)
+        return self._last_usage
+
+    def update_config(self, config: StreamConfig | None = None, **changes: Any) -> None:
+        """Use ``config`` and/or ``changes`` from the next turn on (local; PROTOCOL 5.3).
+
+        Raises:
+            ValueError: for unknown fields or invalid values.
+        """
+        new = (
+            (config or self._client.config).replace(**changes) if changes else (config or self._client.config)
+        )
+        self._on_loop(self._client.update_config, new)
+
+    async def update_settings(self, timeout: float | None = None, **settings: Any) -> Mapping[str, Any]:
+        """``update_settings`` (PROTOCOL 5.7): waits for ``settings_updated``, returns its settings.
+
+        Raises:
+            LocalProtocolError: for an empty update or a non-updatable key.
+            ValidationError: when the server rejects a value.
+        """
+        frames = self._client.update_settings(**settings)
+        fut: asyncio.Future[Mapping[str, Any]] = self._loop.create_future()
+        self._settings_waiters.append(fut)
+        self._send(frames)
+        done = await self._quiet_wait(fut, self.end_timeout if timeout is None else timeout)
+        if not done:
+            with contextlib.suppress(ValueError):
+                self._settings_waiters.remove(fut)
+            raise RxTtsError("update_settings: no settings_updated from the server")
+        return fut.result()
+
+    async def close(self) -> None:
+        """End the current turn, then close the socket (1000). Queued ``speak`` turns fail.
+
+        The session may be used again: the next turn reconnects.
+        """
+        for turn in list(self._queue):
+            self._fail_turn(turn, ConnectionClosedError("the session was closed"))
+        if self._conn is not None or self._connecting is not None:
+            with contextlib.suppress(Exception):
+                await self.end_session()
+        if self._reconnect_handle is not None:
+            self._reconnect_handle.cancel()
+            self._reconnect_handle = None
+        conn = self._conn
+        if conn is not None:
+            self._closing = True
+            await conn.close()
+        closed = ConnectionClosedError("the session was closed")
+        self._fail_all(closed, report=False)
+        if self._active is not None:
+            self._fail_turn(self._active, closed)  # a speak() turn that sent nothing yet
+        self._closing = False
+
+    async def __aenter__(self) -> StreamingSession:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- loop marshalling ---------------------------------------------------------------
+
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    # -- connection ---------------------------------------------------------------------
+
+    def _ensure_connecting(self) -> None:
+        if self._conn is not None or self._connecting is not None or self._reconnect_handle is not None:
+            return
+        task = self._loop.create_task(self._open(), name="rxtts-stream-connect")
+        task.add_done_callback(_retrieve)
+        self._connecting = task
+
+    async def _open(self) -> Connection:
+        try:
+            conn = await open_connection(self._url, self._transport)
+        except BaseException as exc:
+            self._connecting = None
+            err = exc if isinstance(exc, RxTtsError) else ConnectionClosedError(f"cannot connect: {exc!r}")
+            self._fail_all(err, fail_unsent=True)
+            raise
+        self._connecting = None
+        self._conn = conn
+        conn.frames.subscribe(
+            self._on_frame,
+            lambda e: self._on_closed(conn, e),
+            lambda: self._on_closed(conn, None),
+        )
+        pending, self._pending = self._pending, []
+        for frame in pending:
+            conn.send(frame)
+        for rec in self._records.values():
+            rec.metrics.text_sent()  # the turn's first text is on the wire now
+        return conn
+
+    def _reconnect_now(self) -> None:
+        self._reconnect_handle = None
+        self._ensure_connecting()
+
+    def _send(self, frames: list[ClientFrame], rec: _Record | None = None) -> None:
+        conn = self._conn
+        if conn is not None and conn.is_open:
+            for frame in frames:
+                conn.send(frame)
+            if rec is not None:
+                rec.metrics.text_sent()
+        else:
+            self._pending.extend(frames)
+            self._ensure_connecting()
+
+    def _on_closed(self, conn: Connection, error: Exception | None) -> None:
+        if conn is not self._conn:
+            return
+        self._conn = None
+        info = conn.closed.result() if conn.closed.done() else CloseInfo(None)
+        self._last_close = info
+        if info.local or self._closing:
+            self._fail_all(ConnectionClosedError("the session was closed"), report=False)
+            return
+        if info.code in self._policy.codes and self._records:
+            err = error if isinstance(error, RxTtsError) else ServerRestartingError()
+            self._recover(err)
+            return
+        if isinstance(error, RxTtsError):
+            err = error
+        else:
+            err = ConnectionClosedError(f"connection closed (code {info.code}) before the turn finished")
+        self._fail_all(err)
+
+    def _recover(self, err: RxTtsError) -> None:
+        """PROTOCOL 10: replay turns without audio once, after ``retry_after``."""
+        replayable = dict(self._client.connection_lost())
+        self._pending.clear()
+        self._settle_cancels()
+        keep: list[int] = []
+        failed: list[_Record] = []
+        for tid, rec in list(self._records.items()):
+            if tid in replayable and rec.replays < self._policy.max_replays:
+                rec.replays += 1
+                keep.append(tid)
+            else:
+                del self._records[tid]
+                failed.append(rec)
+        for tid in keep:
+            self._pending.extend(self._client.replay(tid, replayable[tid]))
+        if keep:
+            log.info(
+                "rxtts: server restarting; replaying %d turn(s) in %.1f s",
+                len(keep),
+                self._policy.retry_after,
+            )
+            self._reconnect_handle = self._loop.call_later(self._policy.retry_after, self._reconnect_now)
+        for rec in failed:
+            self._fail_record(rec, err)
+        if failed:
+            self._report(err)
+        self._settle_idle()
+        self._pump()
+
+    def _fail_all(self, err: RxTtsError, report: bool = True, fail_unsent: bool = False) -> None:
+        """The socket is gone: every in-flight turn fails with ``err``.
+
+        ``fail_unsent`` (a connect attempt failed) also fails the running ``speak`` turn
+        that has sent nothing yet; otherwise it reconnects with its first token.
+        """
+        self._pending.clear()
+        self._client.connection_lost()
+        records = list(self._records.values())
+        self._records.clear()
+        active = self._active
+        for rec in records:
+            self._fail_record(rec, err)
+        if fail_unsent and active is not None and active.phase is _Phase.ACTIVE and active.record is None:
+            self._fail_turn(active, err)  # its socket could not be opened
+        self._settle_cancels()
+        while self._settings_waiters:
+            fut = self._settings_waiters.popleft()
+            if not fut.done():
+                fut.set_exception(err)
+        if report and records:
+            self._report(err)
+        self._settle_idle()
+        self._pump()
+
+    # -- inbound ------------------------------------------------------------------------
+
+    def _on_frame(self, frame: ServerFrame) -> None:
+        self._last_activity = time.monotonic()
+        for tid, out in self._client.receive(frame):
+            if isinstance(out, Exception):
+                self._on_server_error(tid, out)
+            else:
+                self._on_event(tid, out)
+
+    def _on_event(self, tid: int | None, event: TtsEvent) -> None:
+        rec = self._records.get(tid) if tid is not None else None
+        if isinstance(event, SettingsUpdated):
+            if self._settings_waiters:
+                fut = self._settings_waiters.popleft()
+                if not fut.done():
+                    fut.set_result(event.settings)
+            self._publish(event)
+            return
+        if isinstance(event, Interrupted):
+            self._acks += 1
+            self._settle_cancels()
+        if rec is None:
+            if isinstance(event, SessionClosed) and event.usage is not None:
+                self._last_usage = event.usage
+            self._publish(event)
+            return
+        rec.metrics.on_event(event)
+        if isinstance(event, SessionClosed):
+            self._turn_closed(rec, event)
+            return
+        self._deliver(rec, event)
+        self._publish(event)
+
+    def _turn_closed(self, rec: _Record, event: SessionClosed) -> None:
+        del self._records[rec.id]
+        metrics = rec.metrics.result()
+        self._last_metrics = metrics
+        if event.usage is not None:
+            self._last_usage = event.usage
+        self._deliver(rec, metrics)
+        self._publish(metrics)
+        self._deliver(rec, event)
+        self._publish(event)
+        turn = rec.speak
+        if turn is not None and turn.record is rec:
+            turn.record = None
+            if turn.input_done:
+                self._complete_turn(turn)
+            else:
+                # The server ended the turn early (idle auto-flush, PROTOCOL S-8); the
+                # next token opens a new server turn within the same speak() turn.
+                turn.early_closes += 1
+        self._settle_idle()
+        self._pump()
+
+    def _deliver(self, rec: _Record, event: TtsEvent) -> None:
+        turn = rec.speak
+        if turn is None or turn.phase is not _Phase.ACTIVE:
+            return
+        try:
+            turn.observer.on_next(event)
+        except Exception:
+            log.exception("rxtts: a speak() subscriber raised; the turn is cancelled")
+
+    def _on_server_error(self, tid: int | None, err: Exception) -> None:
+        if (
+            self._settings_waiters
+            and isinstance(err, ValidationError)
+            and not isinstance(err, MissingVoiceError)
+        ):
+            # PROTOCOL 5.7: a rejected update_settings; the turn itself is unaffected.
+            fut = self._settings_waiters.popleft()
+            if not fut.done():
+                fut.set_exception(err)
+            return
+        rec = self._records.get(tid) if tid is not None else None
+        if rec is not None:
+            # Cancel what the server may still hold of the turn, so the state machine
+            # stays in step whatever the server sends next (PROTOCOL S-5).
+            self._cancel_all(exclude=rec)
+            self._fail_record(rec, err)
+        self._report(err)
+        self._settle_idle()
+        self._pump()
+
+    def _publish(self, event: TtsEvent) -> None:
+        try:
+            self._subject.on_next(event)
+        except Exception:
+            log.exception("rxtts: an events subscriber raised")
+
+    def _report(self, err: Exception) -> None:
+        self._cb_observer.on_error(err)
+
+    # -- outbound: turns ----------------------------------------------------------------
+
+    def _enqueue(self, turn: _SpeakTurn, source: Observable[Any]) -> None:
+        self._queue.append(turn)
+        self._pump()
+        sub = source.subscribe(_TokenObserver(self, turn))
+        if turn.phase is _Phase.DONE:
+            sub.dispose()
+        else:
+            turn.tokens_sub = sub
+
+    def _pump(self) -> None:
+        # Turns are sequential on one socket: start the next when nothing is in flight.
+        while self._active is None and self._queue and not self._client.turns:
+            turn = self._queue.popleft()
+            turn.phase = _Phase.ACTIVE
+            self._active = turn
+            self._ensure_connecting()
+            buffered, turn.buffer = turn.buffer, []
+            for token in buffered:
+                if turn.phase is not _Phase.ACTIVE:
+                    break
+                self._speak_text(turn, token)
+            if turn.input_done and turn.phase is _Phase.ACTIVE:
+                self._speak_end(turn)
+
+    def _token(self, turn: _SpeakTurn, token: Any) -> None:
+        if turn.phase is _Phase.DONE:
+            return
+        if not isinstance(token, str):
+            if getattr(token, "name", None) == "FLUSH":
+                return  # one flush per turn, sent when tokens complete
+            self._tokens_failed(turn, LocalProtocolError(f"tokens must be str, got {type(token).__name__}"))
+            return
+        if not token:
+            return
+        if turn.phase is _Phase.QUEUED:
+            turn.buffer.append(token)  # waits for the previous turn
+        else:
+            self._speak_text(turn, token)
+
+    def _speak_text(self, turn: _SpeakTurn, text: str, flush: bool = False) -> None:
+        frames = self._client.send_text(text, flush)
+        rec = turn.record
+        if rec is None:
+            rec = _Record(self._client.turns[-1].id, turn)
+            turn.record = rec
+            self._records[rec.id] = rec
+        self._send(frames, rec)
+
+    def _speak_end(self, turn: _SpeakTurn) -> None:
+        if turn.record is None and turn.early_closes:
+            # Text sent while the server auto-flushed may sit in a new server turn: an
+            # empty flushing text ends it, or gets an empty session_closed (PROTOCOL S-4).
+            self._speak_text(turn, "", flush=True)
+            return
+        if turn.record is None:
+            # Nothing was sent: an empty turn ends locally, without traffic.
+            metrics = MetricsAccumulator().result()
+            self._safe_next(turn, metrics)
+            self._safe_next(turn, SessionClosed())
+            self._complete_turn(turn)
+            self._pump()
+            return
+        self._send(self._client.flush())
+
+    def _tokens_done(self, turn: _SpeakTurn) -> None:
+        if turn.phase is _Phase.DONE or turn.input_done:
+            return
+        turn.input_done = True
+        if turn.phase is _Phase.ACTIVE:
+            self._speak_end(turn)
+
+    def _tokens_failed(self, turn: _SpeakTurn, error: Exception) -> None:
+        if turn.phase is _Phase.DONE:
+            return
+        rec = turn.record
+        if rec is not None and rec.id in self._records:
+            self._cancel_all(exclude=rec)
+            self._records.pop(rec.id, None)
+        self._fail_turn(turn, error)
+        self._pump()
+
+    def _dispose_turn(self, turn: _SpeakTurn) -> None:
+        if turn.phase is _Phase.DONE:
+            return
+        active = turn.phase is _Phase.ACTIVE
+        rec = turn.record
+        self._finish_turn(turn)
+        if active and rec is not None and rec.id in self._records:
+            self._cancel_all(exclude=rec)  # PROTOCOL 5.6: barge-in
+            self._records.pop(rec.id, None)
+        self._settle_idle()
+        self._pump()
+
+    def _cancel_all(self, exclude: _Record | None = None) -> int:
+        """Send ``cancel`` for every in-flight turn; returns the ack number to wait for."""
+        frames, cancelled = self._client.cancel()
+        self._cancels_sent += 1
+        for tid in cancelled:
+            rec = self._records.pop(tid, None)
+            if rec is None or rec is exclude:
+                continue
+            turn = rec.speak
+            if turn is not None and turn.record is rec and turn.phase is _Phase.ACTIVE:
+                self._safe_next(turn, Interrupted())
+                self._complete_turn(turn)
+        self._send(frames)
+        self._settle_idle()
+        return self._cancels_sent
+
+    def _send_imperative(self, text: str, flush: bool) -> None:
+        if self._active is not None:
+            self._report(LocalProtocolError("a speak() turn is running on this session"))
+            return
+        frames = self._client.send_text(text, flush)
+        tid = self._client.turns[-1].id
+        rec = self._records.get(tid)
+        if rec is None:
+            rec = self._records[tid] = _Record(tid, None)
+        self._send(frames, rec)
+
+    def _flush_imperative(self) -> None:
+        tid = self._client.current_turn
+        rec = self._records.get(tid) if tid is not None else None
+        if rec is not None and rec.speak is None:
+            self._send(self._client.flush())
+
+    # -- turn endings -------------------------------------------------------------------
+
+    def _finish_turn(self, turn: _SpeakTurn) -> None:
+        turn.phase = _Phase.DONE
+        if self._active is turn:
+            self._active = None
+        with contextlib.suppress(ValueError):
+            self._queue.remove(turn)
+        sub, turn.tokens_sub = turn.tokens_sub, None
+        if sub is not None:
+            sub.dispose()
+
+    def _safe_next(self, turn: _SpeakTurn, event: TtsEvent) -> None:
+        if turn.phase is not _Phase.DONE:
+            try:
+                turn.observer.on_next(event)
+            except Exception:
+                log.exception("rxtts: a speak() subscriber raised")
+
+    def _complete_turn(self, turn: _SpeakTurn) -> None:
+        if turn.phase is _Phase.DONE:
+            return
+        self._finish_turn(turn)
+        try:
+            turn.observer.on_completed()
+        except Exception:
+            log.exception("rxtts: a speak() subscriber raised on completion")
+
+    def _fail_turn(self, turn: _SpeakTurn, err: Exception) -> None:
+        if turn.phase is _Phase.DONE:
+            return
+        self._finish_turn(turn)
+        try:
+            turn.observer.on_error(err)
+        except Exception:
+            log.exception("rxtts: a speak() subscriber raised on error")
+
+    def _fail_record(self, rec: _Record, err: Exception) -> None:
+        self._records.pop(rec.id, None)
+        turn = rec.speak
+        if turn is not None and turn.record is rec:
+            self._fail_turn(turn, err)
+
+    # -- waiting ------------------------------------------------------------------------
+
+    def _settle_cancels(self) -> None:
+        if self._client.cancelling == 0:
+            self._acks = self._cancels_sent  # nothing outstanding (e.g. after a reconnect)
+        keep = []
+        for target, fut in self._ack_waiters:
+            if target <= self._acks:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((target, fut))
+        self._ack_waiters = keep
+
+    def _settle_idle(self) -> None:
+        if self._records or self._active is not None:
+            return
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _wait_acked(self, target: int, timeout: float) -> None:
+        if target <= self._acks:
+            return
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._ack_waiters.append((target, fut))
+        await self._quiet_wait(fut, timeout)
+
+    async def _wait_idle(self, timeout: float) -> None:
+        if not self._records and self._active is None:
+            return
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._idle_waiters.append(fut)
+        await self._quiet_wait(fut, timeout)
+
+    async def _quiet_wait(self, fut: asyncio.Future[Any], timeout: float) -> bool:
+        """Wait for ``fut`` until ``timeout`` seconds pass without any frame (JS semantics)."""
+        start = time.monotonic()
+        while not fut.done():
+            remaining = max(start, self._last_activity) + timeout - time.monotonic()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(fut), remaining)
+        return True
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # reported to the turns; keep asyncio quiet
+
+
+__all__ = [
+    "DEFAULT_CANCEL_TIMEOUT",
+    "DEFAULT_END_TIMEOUT",
+    "SessionCallbacks",
+    "StreamingSession",
+    "Tokens",
+    "as_token_observable",
+]
