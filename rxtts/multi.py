@@ -1,0 +1,1052 @@
+"""``MultiContextSession``: up to 20 keyed contexts (voices) on one ``/ws/tts/multi`` socket.
+
+Multi-speaker dialogue, pre-buffering one stream while another plays, interleaved
+characters (PROTOCOL 6). Two front ends share one implementation:
+
+- Rx: :attr:`~MultiContextSession.events` is one hot observable of every event of the
+  session; its ``group_by(lambda e: e.context_id)`` groups are the contexts.
+  :meth:`~MultiContextSession.speak_keyed` turns ``(context_id, text)`` pairs into one
+  group per context, each completing when its context closes;
+  :meth:`~MultiContextSession.speak` speaks one token stream on one context, and
+  disposing it closes only that context (barge-in for one speaker, the others keep
+  talking)::
+
+      dialogue = multi.speak_keyed(lines)          # Observable[GroupedObservable[str, TtsEvent]]
+      dialogue.pipe(ops.flat_map(lambda g: g.pipe(ops.map(lambda e: (g.key, e)))))
+
+- Imperative (seed ``MultiContextSession``, snake_case): ``connect(callbacks)``,
+  ``create_context``, ``send``, ``flush``, ``close_context``, ``keep_alive``, ``close``,
+  ``usage_for``, ``context_usage``, ``session_id``, ``active_contexts``,
+  ``is_connected``; the callbacks are one more subscriber of :attr:`events`.
+
+Admission control (PROTOCOL M-9): a 21st open context never reaches the wire. By default
+``create_context`` (or a ``send`` that creates implicitly) raises
+:class:`~rxtts.errors.TooManyContextsError` naming the limit; with ``wait_for_slot=True``
+the creation and every later intent for that context are queued until a context closes
+or times out. Re-creating an id whose close is still in flight is queued the same way,
+so an id can be reused right after ``close_context``.
+
+Errors are events: a context-scoped error is a :class:`~rxtts.events.ContextError` with
+that ``context_id`` (the socket lives on, PROTOCOL M-12); a session-wide failure (socket
+lost, bad key...) is a ``ContextError`` with ``context_id=None``. :attr:`events` itself
+never terminates, so it survives reconnects.
+
+Threading: the socket lives on one asyncio loop and every event is delivered on it.
+Intents may be called from any thread: the protocol state is guarded by a lock (so
+admission errors are raised to the caller), and frames are written on the loop
+(``loop.call_soon_threadsafe``) in call order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+import reactivex
+from reactivex import GroupedObservable, Observable, abc
+from reactivex import operators as ops
+from reactivex.disposable import Disposable, SerialDisposable
+from reactivex.scheduler.eventloop import AsyncIOThreadSafeScheduler
+from reactivex.subject import Subject
+
+from rxtts.config import MultiContextConfig, VoiceSettings
+from rxtts.errors import (
+    ConnectionClosedError,
+    LocalProtocolError,
+    RxTtsError,
+    ValidationError,
+)
+from rxtts.events import (
+    AudioChunk,
+    ContextClosed,
+    ContextCreated,
+    ContextError,
+    ContextTimeout,
+    Final,
+    SessionClosed,
+    SessionStarted,
+    SessionUsage,
+    TtsEvent,
+)
+from rxtts.operators.flush import Flush
+from rxtts.operators.keep_alive import KeepAlivePolicy, idle_ticks
+from rxtts.operators.keep_alive import keep_alive as keep_alive_operator
+from rxtts.protocol.client import ContextState, MultiClient, Output
+from rxtts.protocol.frames import ClientFrame, Endpoint, ServerFrame
+from rxtts.transport.websocket import (
+    CloseInfo,
+    Connection,
+    TransportOptions,
+    build_url,
+    open_connection,
+)
+
+if TYPE_CHECKING:
+    from rxtts.session import Tokens
+
+log = logging.getLogger("rxtts.multi")
+
+KeyedText: TypeAlias = "tuple[str, str | Flush]"
+"""One item of :meth:`MultiContextSession.speak_keyed`: ``(context_id, text or FLUSH)``."""
+
+_Intent: TypeAlias = Callable[[], list[ClientFrame]]
+_CLOSING = (ContextState.CLOSING, ContextState.CLOSING_IMMEDIATE)
+_ENDS_CONTEXT = (ContextClosed, ContextTimeout)
+
+DEFAULT_CLOSE_TIMEOUT = 30.0
+"""``close()`` waits this long for ``session_closed`` (PY ``close()`` reads 30 s)."""
+MULTI_TRANSPORT = TransportOptions(compression="deflate")
+"""Socket settings of the PY multi session: permessage-deflate offered (PROTOCOL 2.2)."""
+
+
+class _HasUrls(Protocol):
+    """What the session needs of a :class:`rxtts.client.TTS`."""
+
+    loop: asyncio.AbstractEventLoop
+    transport: TransportOptions
+
+    def url_for(self, endpoint: Endpoint | str) -> str: ...
+
+
+# -- callbacks ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MultiContextCallbacks:
+    """The seed's ``MultiContextCallbacks``, snake_case; every one optional.
+
+    Called on the session's loop thread; an exception raised by a callback is logged.
+    """
+
+    on_session_started: Callable[[str], object] | None = None
+    """``(session_id)`` when the server announces a session (optional on the wire)."""
+    on_context_created: Callable[[str], object] | None = None
+    """``(context_id)`` once the server created a context."""
+    on_chunk: Callable[[AudioChunk], object] | None = None
+    """Every audio frame; ``chunk.context_id`` names its context."""
+    on_final: Callable[[str], object] | None = None
+    """``(context_id)``: all audio admitted before a flush was delivered; also fires
+    before a graceful ``on_context_closed``."""
+    on_context_closed: Callable[[str, SessionUsage | None], object] | None = None
+    """``(context_id, usage)``: the context ended; its usage is also in ``usage_for``."""
+    on_context_timeout: Callable[[str], object] | None = None
+    """``(context_id)``: the server closed an idle context (its slot is free)."""
+    on_session_closed: Callable[[Mapping[str, Any]], object] | None = None
+    """``(stats)`` after ``close()``: ``total_audio_seconds`` etc. as the server sent them."""
+    on_error: Callable[[Exception, str | None], object] | None = None
+    """``(error, context_id)``: a typed error; ``context_id`` is ``None`` when the whole
+    session failed."""
+
+
+def _guard(name: str, fn: Callable[..., object], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("rxtts: callback %s raised", name)
+
+
+def session_stats(event: SessionClosed) -> dict[str, Any]:
+    """The ``on_session_closed`` argument for a :class:`SessionClosed` event."""
+    stats: dict[str, Any] = {
+        "total_audio_seconds": event.total_audio_seconds,
+        "total_text_chunks": event.total_text_chunks,
+        "total_audio_chunks": event.total_audio_chunks,
+    }
+    if event.usage is not None:
+        stats["usage"] = event.usage
+    return stats
+
+
+class _CallbackObserver(abc.ObserverBase[TtsEvent]):
+    """Routes the session's event stream to the seed-style callbacks."""
+
+    __slots__ = ("_cb",)
+
+    def __init__(self, callbacks: MultiContextCallbacks) -> None:
+        self._cb = callbacks
+
+    def on_next(self, value: TtsEvent) -> None:
+        cb, cid = self._cb, value.context_id
+        match value:
+            case AudioChunk():
+                if cb.on_chunk:
+                    _guard("on_chunk", cb.on_chunk, value)
+            case Final():
+                if cb.on_final and cid is not None:
+                    _guard("on_final", cb.on_final, cid)
+            case ContextCreated():
+                if cb.on_context_created and cid is not None:
+                    _guard("on_context_created", cb.on_context_created, cid)
+            case ContextClosed():
+                if cb.on_context_closed and cid is not None:
+                    _guard("on_context_closed", cb.on_context_closed, cid, value.usage)
+            case ContextTimeout():
+                if cb.on_context_timeout and cid is not None:
+                    _guard("on_context_timeout", cb.on_context_timeout, cid)
+            case SessionStarted():
+                if cb.on_session_started:
+                    _guard("on_session_started", cb.on_session_started, value.session_id)
+            case SessionClosed():
+                if cb.on_session_closed:
+                    _guard("on_session_closed", cb.on_session_closed, session_stats(value))
+            case ContextError():
+                if cb.on_error:
+                    _guard("on_error", cb.on_error, value.error, cid)
+            case _:
+                pass
+
+    def on_error(self, error: Exception) -> None:  # pragma: no cover - events never errors
+        if self._cb.on_error:
+            _guard("on_error", self._cb.on_error, error, None)
+
+    def on_completed(self) -> None:
+        pass
+
+
+def fails_every_context(error: Exception) -> bool:
+    """True for a session-wide error that ends every context (PROTOCOL 6.6).
+
+    A context-less ``VALIDATION_ERROR`` only rejects an ``update_settings`` (PROTOCOL
+    5.7); anything else without a ``context_id`` (socket lost, credits, model) fails all.
+    """
+    return not isinstance(error, ValidationError)
+
+
+def _as_event(out: Output) -> TtsEvent:
+    if isinstance(out, RxTtsError):
+        return ContextError(out, context_id=out.context_id)
+    return out
+
+
+# -- the session --------------------------------------------------------------------------
+
+
+class MultiContextSession:
+    """A multi-context TTS session on ``/ws/tts/multi`` (see the module docstring).
+
+    Create it with ``tts.multi_context_session(default_voice_id=1071, language="en")``
+    or directly from a server URL (``MultiContextSession("ws://127.0.0.1:8000",
+    default_voice_id=1071)``) inside a running loop, or pass ``loop=`` when that loop
+    runs in another thread.
+
+    Args:
+        target: a :class:`rxtts.client.TTS` (URL, key, loop and socket settings are taken
+            from it) or a server base URL (``http(s)://`` or ``ws(s)://``).
+        config: the session config; ``settings`` override its fields (seed defaults:
+            ``sample_rate=24000``, ``cfg_scale=2.0``, ``temperature=0.5``,
+            ``max_new_tokens=2048``, ``normalize=True``, ``inactivity_timeout=20.0``).
+        api_key: key for a URL target (ignored for a ``TTS``, which has its own).
+        callbacks: seed-style callbacks (also settable by ``connect(callbacks)``).
+        wait_for_slot: queue creations beyond the 20-context limit until a slot frees,
+            instead of raising :class:`~rxtts.errors.TooManyContextsError`.
+        keep_alive: keep every open context alive while idle (a
+            :class:`~rxtts.operators.keep_alive.KeepAlivePolicy`); ``None``: contexts
+            time out after ``inactivity_timeout`` unless :meth:`hold` is used.
+        transport: socket settings; default: permessage-deflate offered, as PY does.
+        loop: the loop owning the socket (default: the ``TTS``'s or the running loop).
+        scheduler: timer scheduler of keep-alive holds (default: the loop's).
+    """
+
+    def __init__(
+        self,
+        target: _HasUrls | str,
+        config: MultiContextConfig | None = None,
+        *,
+        api_key: str | None = None,
+        callbacks: MultiContextCallbacks | None = None,
+        wait_for_slot: bool = False,
+        keep_alive: KeepAlivePolicy | None = None,
+        transport: TransportOptions | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        scheduler: abc.SchedulerBase | None = None,
+        **settings: Any,
+    ) -> None:
+        cfg = config or MultiContextConfig()
+        if settings:
+            unknown = set(settings) - {f.name for f in dataclasses.fields(cfg)}
+            if unknown:
+                raise TypeError(f"unknown MultiContextConfig field(s): {', '.join(sorted(unknown))}")
+            cfg = dataclasses.replace(cfg, **settings)
+        if isinstance(target, str):
+            self._url = build_url(target, Endpoint.MULTI, api_key)
+            default_transport = MULTI_TRANSPORT
+        else:
+            self._url = target.url_for(Endpoint.MULTI)
+            loop = loop or target.loop
+            default_transport = dataclasses.replace(target.transport, compression="deflate")
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise RuntimeError(
+                    "create the session inside a running asyncio loop, or pass loop= "
+                    "(e.g. the loop of rxtts.connect_sync())"
+                ) from None
+        self._loop = loop
+        self._transport = transport or default_transport
+        self._scheduler = scheduler or AsyncIOThreadSafeScheduler(loop)
+        self.wait_for_slot = wait_for_slot
+        """Default admission policy: queue (``True``) or raise (``False``) past the limit."""
+        self.keep_alive_policy = keep_alive
+        """Keep-alive applied to every context created from now on (``None``: off)."""
+        self._lock = threading.RLock()
+        self._client = MultiClient(cfg)
+        self._outbox: list[ClientFrame] = []
+        self._waiting: dict[str, list[_Intent]] = {}
+        self._conn: Connection | None = None
+        self._connecting: asyncio.Task[Connection] | None = None
+        self._closing = False
+        self._last_close: CloseInfo | None = None
+        self._subject: Subject[TtsEvent] = Subject()
+        self._activity: Subject[str] = Subject()
+        self._callbacks_sub: abc.DisposableBase | None = None
+        if callbacks is not None:
+            self._set_callbacks(callbacks)
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def events(self) -> Observable[TtsEvent]:
+        """Hot stream of every event of the session; never terminates.
+
+        ``events.pipe(ops.group_by(lambda e: e.context_id))`` gives one group per context
+        (key ``None``: session events such as ``SessionClosed`` and session-wide errors).
+        """
+        return self._subject
+
+    @property
+    def config(self) -> MultiContextConfig:
+        """The session config (sent on the first creating frame, PROTOCOL 6.3)."""
+        return self._client.config
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop that owns the socket and delivers events."""
+        return self._loop
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL (with the API key: do not log it)."""
+        return self._url
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the socket is open."""
+        return self._conn is not None and self._conn.is_open
+
+    @property
+    def session_id(self) -> str | None:
+        """Server-assigned session id (``None``: the server sent no ``session_started``)."""
+        return self._client.session_id
+
+    @property
+    def active_contexts(self) -> list[str]:
+        """Ids of contexts holding a slot (created, open or closing), in creation order."""
+        with self._lock:
+            return self._client.active_contexts
+
+    @property
+    def waiting_contexts(self) -> list[str]:
+        """Ids queued for a slot (``wait_for_slot``) or for their previous close."""
+        with self._lock:
+            return list(self._waiting)
+
+    @property
+    def context_usage(self) -> dict[str, SessionUsage]:
+        """Usage of every context closed so far, by id (seed ``contextUsage``)."""
+        with self._lock:
+            return dict(self._client.usage)
+
+    @property
+    def last_close(self) -> CloseInfo | None:
+        """How the previous socket of this session ended, if one did."""
+        return self._last_close
+
+    def usage_for(self, context_id: str) -> SessionUsage | None:
+        """Usage (audio seconds + amount charged) of a closed context; ``None`` until then."""
+        with self._lock:
+            return self._client.usage.get(context_id)
+
+    # -- connection ---------------------------------------------------------------------
+
+    async def connect(self, callbacks: MultiContextCallbacks | None = None) -> None:
+        """Open the socket; ``callbacks`` replace any given before (seed ``connect``).
+
+        Optional: intents open the socket in the background when needed.
+
+        Raises:
+            AuthenticationError, ConnectionClosedError, ...: the socket could not open.
+            LocalProtocolError: the session was closed.
+        """
+        if callbacks is not None:
+            self._set_callbacks(callbacks)
+        if not self._on_own_loop():
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.connect(), self._loop))
+            return
+        if self._client.closed:
+            raise LocalProtocolError("the multi-context session is closed")
+        if self.is_connected:
+            return
+        self._ensure_connecting()
+        task = self._connecting
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
+        """Close every context gracefully, then the socket (PROTOCOL M-8).
+
+        Sends ``close_socket`` and waits up to ``timeout`` seconds for the server to
+        finish the contexts (``context_closed`` each), send ``session_closed`` and close.
+        Contexts still waiting for a slot fail with :class:`ConnectionClosedError`.
+        """
+        if not self._on_own_loop():
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.close(timeout), self._loop))
+            return
+        with self._lock:
+            frames = self._client.close()
+            self._outbox.extend(frames)
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        for cid in waiting:
+            self._publish(ContextError(ConnectionClosedError("the session was closed"), context_id=cid))
+        self._closing = True
+        if self._connecting is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._connecting)
+        conn = self._conn
+        if conn is None or not conn.is_open:
+            with self._lock:
+                self._outbox.clear()
+            self._activity.on_completed()
+            return
+        self._write()
+        try:
+            await asyncio.wait_for(asyncio.shield(conn.closed), timeout)
+        except TimeoutError:
+            log.warning("rxtts: no session_closed within %.1f s; closing the socket", timeout)
+        await conn.close()
+        self._activity.on_completed()
+
+    async def __aenter__(self) -> MultiContextSession:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- imperative intents -------------------------------------------------------------
+
+    def create_context(
+        self,
+        context_id: str,
+        voice_id: int | None = None,
+        voice_settings: VoiceSettings | None = None,
+        *,
+        wait_for_slot: bool | None = None,
+    ) -> None:
+        """Create a context, optionally with its own voice (PROTOCOL 6.3); known ids: no-op.
+
+        Never waits for ``context_created`` (JS semantics): ``send`` may follow at once.
+
+        Raises:
+            TooManyContextsError: 20 contexts are open and ``wait_for_slot`` is off.
+            LocalProtocolError: an empty id, or the session is closed.
+        """
+        wait = self.wait_for_slot if wait_for_slot is None else wait_for_slot
+        with self._lock:
+            created = self._create_locked(context_id, voice_id, voice_settings, wait)
+        self._after_intent(context_id, created)
+
+    def send(self, context_id: str, text: str, flush: bool = False) -> None:
+        """Send text to a context, creating it first if unknown (PROTOCOL M-1).
+
+        ``flush`` speaks the context's buffer, then ``final`` follows (PROTOCOL M-6).
+
+        Raises:
+            TooManyContextsError: creating the context would exceed the limit.
+            LocalProtocolError: ``text`` is not a string, or the session is closed.
+        """
+        if not isinstance(text, str):
+            raise LocalProtocolError(f"text must be a string, got {type(text).__name__}")
+        client = self._client
+        self._context_intent(context_id, lambda: client.send(context_id, text, flush), create=True)
+
+    def flush(self, context_id: str) -> None:
+        """Speak a context's buffer; ``final`` follows (PROTOCOL M-6).
+
+        Raises:
+            LocalProtocolError: unknown or closing context.
+        """
+        client = self._client
+        self._context_intent(context_id, lambda: client.flush(context_id), create=False)
+
+    def close_context(self, context_id: str, immediate: bool = False) -> None:
+        """Close a context; ``immediate`` barges in: no more audio, buffer dropped (PROTOCOL M-7).
+
+        Unknown ids are ignored. Other contexts are not affected.
+        """
+        client = self._client
+        dropped = False
+        with self._lock:
+            if context_id in self._waiting:
+                if immediate:
+                    del self._waiting[context_id]  # never reached the wire
+                    dropped = True
+                else:
+                    self._waiting[context_id].append(lambda: client.close_context(context_id))
+            else:
+                self._outbox.extend(client.close_context(context_id, immediate))
+        if dropped:
+            self._publish(ContextClosed(None, context_id=context_id))
+        self._after_intent(None, False)
+
+    def keep_alive(self, context_id: str) -> None:
+        """Reset a context's inactivity timer without audio (``text: ""``, PROTOCOL M-4).
+
+        No-op for unknown, closing or waiting contexts.
+        """
+        with self._lock:
+            state = self._client.contexts.get(context_id)
+            if state is None or state in _CLOSING or self._client.closed:
+                return
+            self._outbox.extend(self._client.keep_alive(context_id))
+        self._after_intent(context_id, False)
+
+    def update_settings(self, **settings: Any) -> None:
+        """``update_settings`` for contexts created later (PROTOCOL M-11).
+
+        The answer arrives on :attr:`events` (``SettingsUpdated``, or a ``ContextError``
+        with ``context_id=None`` carrying a :class:`~rxtts.errors.ValidationError`).
+
+        Raises:
+            LocalProtocolError: an empty update or a non-updatable key.
+        """
+        with self._lock:
+            self._outbox.extend(self._client.update_settings(**settings))
+        self._after_intent(None, False)
+
+    # -- Rx API -------------------------------------------------------------------------
+
+    def speak_keyed(
+        self,
+        source: Observable[KeyedText],
+        voices: Mapping[str, int] | None = None,
+    ) -> Observable[GroupedObservable[str, TtsEvent]]:
+        """Speak ``(context_id, text)`` pairs; one group of events per context.
+
+        Each pair is sent to its context as it arrives (``FLUSH`` as text flushes the
+        context, ``""`` keeps it alive); a context is created when its id first appears,
+        with ``voices[id]`` if given (else the default voice or a voice it already has).
+        When ``source`` completes every context of this subscription is closed
+        gracefully; a group completes with its ``ContextClosed`` (or
+        ``ContextTimeout``) and errors on a ``ContextError`` of its context; the result
+        completes when ``source`` and all groups have::
+
+            source:  -(a,"Hi.")-(b,"Yo.")-(a,F)--|
+            result:  -A---------B-----------------------|
+            A:        ---c--g--x--x--f---f--C|       (c created, g generation_started,
+            B:                  ---c--g--x--f--C|    x audio, f final, C ContextClosed)
+
+        Groups are hot, like ``group_by``'s: subscribe to each when it is emitted.
+        Disposing closes this subscription's open contexts with ``immediate=True``.
+        A local admission error (:class:`~rxtts.errors.TooManyContextsError`) errors
+        the result.
+        """
+        session = self
+
+        def subscribe(
+            observer: abc.ObserverBase[GroupedObservable[str, TtsEvent]],
+            scheduler: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            lock = threading.RLock()
+            groups: dict[str, Subject[TtsEvent]] = {}
+            source_done = False
+            stopped = False
+            source_sub = SerialDisposable()
+            events_sub = SerialDisposable()
+
+            def stop() -> list[str]:
+                nonlocal stopped
+                stopped = True
+                open_ids = list(groups)
+                groups.clear()
+                source_sub.dispose()
+                events_sub.dispose()
+                return open_ids
+
+            def finish_if_done() -> None:
+                if source_done and not groups and not stopped:
+                    stop()
+                    observer.on_completed()
+
+            def fail(error: Exception) -> None:
+                failed = list(groups.values())
+                for cid in stop():
+                    with contextlib.suppress(RxTtsError):
+                        session.close_context(cid, immediate=True)
+                for group in failed:
+                    group.on_error(error)
+                observer.on_error(error)
+
+            def on_event(event: TtsEvent) -> None:
+                with lock:
+                    if not stopped:
+                        _isolated(route, event)
+
+            def route(event: TtsEvent) -> None:
+                cid = event.context_id
+                if isinstance(event, ContextError) and cid is None:
+                    if fails_every_context(event.error):
+                        fail(event.error)
+                    return
+                group = groups.get(cid) if cid is not None else None
+                if group is None or cid is None:
+                    return
+                if isinstance(event, ContextError):
+                    del groups[cid]
+                    group.on_error(event.error)
+                    finish_if_done()
+                    return
+                group.on_next(event)
+                if isinstance(event, _ENDS_CONTEXT):
+                    del groups[cid]
+                    group.on_completed()
+                    finish_if_done()
+
+            def on_item(item: KeyedText) -> None:
+                with lock:
+                    if stopped:
+                        return
+                    try:
+                        cid, text = item
+                        new = cid not in groups
+                        if new:
+                            session.create_context(cid, voices.get(cid) if voices else None)
+                            groups[cid] = Subject()
+                            observer.on_next(GroupedObservable(cid, groups[cid]))
+                        session._speak_item(cid, text)
+                    except Exception as exc:
+                        fail(exc)
+
+            def on_source_error(error: Exception) -> None:
+                with lock:
+                    if not stopped:
+                        fail(error)
+
+            def on_source_completed() -> None:
+                nonlocal source_done
+                with lock:
+                    if stopped:
+                        return
+                    source_done = True
+                    for cid in list(groups):
+                        with contextlib.suppress(RxTtsError):
+                            session.close_context(cid)
+                    finish_if_done()
+
+            def dispose() -> None:
+                with lock:
+                    if stopped:
+                        return
+                    open_ids = stop()
+                for cid in open_ids:
+                    with contextlib.suppress(RxTtsError):
+                        session.close_context(cid, immediate=True)
+
+            events_sub.disposable = session._subject.subscribe(on_event)
+            source_sub.disposable = source.subscribe(
+                on_item, on_source_error, on_source_completed, scheduler=scheduler
+            )
+            return Disposable(dispose)
+
+        return Observable(subscribe)
+
+    def speak(
+        self,
+        context_id: str,
+        tokens: Tokens,
+        *,
+        voice_id: int | None = None,
+        voice_settings: VoiceSettings | None = None,
+        keep_alive_every: float | None = None,
+    ) -> Observable[TtsEvent]:
+        """Speak a token stream on one context; the events of that context.
+
+        Subscribing creates the context (with ``voice_id``/``voice_settings``); each token
+        is sent as it arrives (``FLUSH`` flushes); completion of ``tokens`` sends a flush,
+        the ``final`` that answers it closes the context gracefully, and the result
+        completes with ``ContextClosed`` (or ``ContextTimeout``)::
+
+            tokens:  -"Hi "-"there."--|
+            wire:    -{text}-{text}---{flush}---------{close_context}
+            result:  -c-----------g--x--x--f-----------f--C|
+
+        Disposing before ``C`` sends ``close_context`` with ``immediate=True``: this
+        speaker stops, the other contexts keep talking (barge-in for one speaker).
+        ``keep_alive_every`` inserts keep-alives while ``tokens`` is silent that long
+        (see :func:`~rxtts.operators.keep_alive.keep_alive`).
+        """
+        from rxtts.session import as_token_observable
+
+        session = self
+        source = as_token_observable(tokens, self._loop)
+        if keep_alive_every is not None:
+            source = source.pipe(keep_alive_operator(keep_alive_every))
+
+        def subscribe(
+            observer: abc.ObserverBase[TtsEvent], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            lock = threading.RLock()
+            done = False
+            flushed = False
+            closing = False
+            spoke = False
+            tokens_sub = SerialDisposable()
+            events_sub = SerialDisposable()
+
+            def end() -> None:
+                nonlocal done
+                done = True
+                tokens_sub.dispose()
+                events_sub.dispose()
+
+            def fail(error: Exception, close: bool) -> None:
+                end()
+                if close:
+                    with contextlib.suppress(RxTtsError):
+                        session.close_context(context_id, immediate=True)
+                observer.on_error(error)
+
+            def on_event(event: TtsEvent) -> None:
+                with lock:
+                    if not done:
+                        _isolated(route, event)
+
+            def route(event: TtsEvent) -> None:
+                nonlocal closing
+                if isinstance(event, ContextError):
+                    if event.context_id == context_id:
+                        fail(event.error, close=False)
+                    elif event.context_id is None and fails_every_context(event.error):
+                        fail(event.error, close=True)
+                    return
+                if event.context_id != context_id:
+                    return
+                observer.on_next(event)
+                if isinstance(event, _ENDS_CONTEXT):
+                    end()
+                    observer.on_completed()
+                elif isinstance(event, Final) and flushed and not closing:
+                    closing = True
+                    with contextlib.suppress(RxTtsError):
+                        session.close_context(context_id)
+
+            def on_token(token: Any) -> None:
+                nonlocal spoke
+                with lock:
+                    if done:
+                        return
+                    try:
+                        if isinstance(token, str) and token:
+                            spoke = True
+                        session._speak_item(context_id, token)
+                    except Exception as exc:
+                        fail(exc, close=True)
+
+            def on_tokens_error(error: Exception) -> None:
+                with lock:
+                    if not done:
+                        fail(error, close=True)
+
+            def on_tokens_done() -> None:
+                nonlocal flushed, closing
+                with lock:
+                    if done:
+                        return
+                    flushed = True
+                    try:
+                        if spoke:
+                            session.flush(context_id)
+                        else:
+                            closing = True  # nothing to speak: no final to wait for
+                            session.close_context(context_id)
+                    except Exception as exc:
+                        fail(exc, close=True)
+
+            def dispose() -> None:
+                with lock:
+                    if done:
+                        return
+                    end()
+                with contextlib.suppress(RxTtsError):
+                    session.close_context(context_id, immediate=True)
+
+            events_sub.disposable = session._subject.subscribe(on_event)
+            with lock:
+                try:
+                    session.create_context(context_id, voice_id, voice_settings)
+                except Exception as exc:
+                    end()
+                    observer.on_error(exc)
+                    return Disposable()
+            tokens_sub.disposable = source.subscribe(
+                on_token, on_tokens_error, on_tokens_done, scheduler=scheduler
+            )
+            return Disposable(dispose)
+
+        return Observable(subscribe)
+
+    def hold(
+        self,
+        context_id: str,
+        policy: KeepAlivePolicy | None = None,
+        *,
+        until: Observable[Any] | None = None,
+    ) -> abc.DisposableBase:
+        """Keep an idle context alive until the returned disposable is disposed.
+
+        Whenever nothing was sent to the context for ``policy.interval`` seconds, a
+        keep-alive (``text: ""``) is sent (PROTOCOL M-4). Stops by itself when the
+        context closes, times out or fails, or when ``until`` emits.
+        Default policy: the session's, else half of ``inactivity_timeout``.
+        """
+        chosen = (
+            policy or self.keep_alive_policy or KeepAlivePolicy.for_timeout(self.config.inactivity_timeout)
+        )
+
+        def ends(event: TtsEvent) -> bool:
+            if isinstance(event, ContextError):
+                return event.context_id == context_id or (
+                    event.context_id is None and fails_every_context(event.error)
+                )
+            return event.context_id == context_id and isinstance(event, _ENDS_CONTEXT)
+
+        ended: Observable[Any] = self._subject.pipe(ops.filter(ends))
+        stop = ended if until is None else reactivex.merge(ended, until)
+        ticks = self._activity.pipe(
+            ops.filter(lambda cid: cid == context_id),
+            idle_ticks(chosen.interval),
+            ops.take_until(stop),
+        )
+        return ticks.subscribe(lambda _: self.keep_alive(context_id), scheduler=self._scheduler)
+
+    # -- internals: intents ---------------------------------------------------------------
+
+    def _speak_item(self, context_id: str, item: Any) -> None:
+        """One text-stream item for a context: text, ``""`` keep-alive, or FLUSH."""
+        if isinstance(item, Flush):
+            self.flush(context_id)
+        elif not isinstance(item, str):
+            raise LocalProtocolError(f"text must be a string or FLUSH, got {type(item).__name__}")
+        elif item:
+            self.send(context_id, item)
+        else:
+            self.keep_alive(context_id)
+
+    def _create_locked(
+        self,
+        context_id: str,
+        voice_id: int | None,
+        voice_settings: VoiceSettings | None,
+        wait: bool,
+    ) -> bool:
+        """Create now, queue, or raise; True when a creating frame was queued to send."""
+        client = self._client
+        if context_id in self._waiting:
+            return False
+        state = client.contexts.get(context_id) if isinstance(context_id, str) else None
+        reuse = state in _CLOSING  # its context_closed is still in flight
+        full = state is None and client.free_slots <= 0 and not client.closed
+        if reuse or (full and wait):
+            if not context_id:
+                raise LocalProtocolError("context_id must be a non-empty string")
+            self._waiting[context_id] = [lambda: client.create_context(context_id, voice_id, voice_settings)]
+            return False
+        frames = client.create_context(context_id, voice_id, voice_settings)  # admission (M-9)
+        self._outbox.extend(frames)
+        return bool(frames)
+
+    def _context_intent(self, context_id: str, make: _Intent, create: bool) -> None:
+        created = False
+        with self._lock:
+            state = self._client.contexts.get(context_id)
+            if create and context_id not in self._waiting and (state is None or state in _CLOSING):
+                created = self._create_locked(context_id, None, None, self.wait_for_slot)
+            if context_id in self._waiting:
+                self._waiting[context_id].append(make)
+            else:
+                self._outbox.extend(make())
+        self._after_intent(context_id, created)
+
+    def _after_intent(self, context_id: str | None, created: bool) -> None:
+        if created and context_id is not None and self.keep_alive_policy is not None:
+            self.hold(context_id, self.keep_alive_policy)
+        if context_id is not None:
+            self._activity.on_next(context_id)
+        self._on_loop(self._write)
+
+    def _admit_locked(self) -> tuple[list[str], list[TtsEvent]]:
+        """Admit waiting contexts in order while slots are free (PROTOCOL M-9)."""
+        client = self._client
+        admitted: list[str] = []
+        errors: list[TtsEvent] = []
+        for cid in list(self._waiting):
+            state = client.contexts.get(cid)
+            if state in _CLOSING:
+                continue  # reuse: wait for this id's own context_closed
+            if state is None and client.free_slots <= 0:
+                break
+            intents = self._waiting.pop(cid)
+            admitted.append(cid)
+            for make in intents:
+                try:
+                    self._outbox.extend(make())
+                except RxTtsError as exc:
+                    errors.append(ContextError(exc, context_id=cid))
+                    break
+        return admitted, errors
+
+    # -- internals: loop side -------------------------------------------------------------
+
+    def _on_own_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._on_own_loop():
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _set_callbacks(self, callbacks: MultiContextCallbacks) -> None:
+        if self._callbacks_sub is not None:
+            self._callbacks_sub.dispose()
+        self._callbacks_sub = self._subject.subscribe(_CallbackObserver(callbacks))
+
+    def _ensure_connecting(self) -> None:
+        if self._conn is not None or self._connecting is not None or self._client.closed:
+            return
+        task = self._loop.create_task(self._open(), name="rxtts-multi-connect")
+        task.add_done_callback(_retrieve)
+        self._connecting = task
+
+    async def _open(self) -> Connection:
+        try:
+            conn = await open_connection(self._url, self._transport)
+        except BaseException as exc:
+            self._connecting = None
+            err = exc if isinstance(exc, RxTtsError) else ConnectionClosedError(f"cannot connect: {exc!r}")
+            self._connection_gone(err)
+            raise
+        self._connecting = None
+        self._conn = conn
+        conn.frames.subscribe(
+            self._on_frame,
+            lambda e: self._on_closed(conn, e),
+            lambda: self._on_closed(conn, None),
+        )
+        self._write()
+        return conn
+
+    def _write(self) -> None:
+        """Write queued frames in order (loop thread); open the socket if needed."""
+        conn = self._conn
+        if conn is None or not conn.is_open:
+            with self._lock:
+                pending = bool(self._outbox)
+            if pending:
+                self._ensure_connecting()
+            return
+        with self._lock:
+            frames, self._outbox = self._outbox, []
+        try:
+            for frame in frames:
+                conn.send(frame)
+        except ConnectionClosedError:
+            pass  # the reader reports how the socket ended
+
+    def _on_frame(self, frame: ServerFrame) -> None:
+        with self._lock:
+            outputs = self._client.receive(frame)
+        for out in outputs:
+            self._publish(_as_event(out))
+        if self._waiting:
+            # Slots freed by context_closed / context_timeout / a refused creation.
+            with self._lock:
+                admitted, errors = self._admit_locked()
+            for event in errors:
+                self._publish(event)
+            for cid in admitted:
+                self._after_intent(cid, created=cid in self._client.contexts)
+
+    def _on_closed(self, conn: Connection, error: Exception | None) -> None:
+        if conn is not self._conn:
+            return
+        self._conn = None
+        info = conn.closed.result() if conn.closed.done() else CloseInfo(None)
+        self._last_close = info
+        if info.local or self._closing:
+            self._connection_gone(ConnectionClosedError("the session was closed"), report_idle=False)
+            return
+        if isinstance(error, RxTtsError):
+            err: RxTtsError = error
+        else:
+            err = ConnectionClosedError(f"connection closed (code {info.code}) with contexts open")
+        self._connection_gone(err, report_idle=error is not None)
+
+    def _connection_gone(self, err: RxTtsError, report_idle: bool = True) -> None:
+        """The socket is gone: forget every context; report unless nothing was lost.
+
+        PY multi raises and clears its state (PROTOCOL 10); the next intent reconnects.
+        """
+        with self._lock:
+            lost = self._client.connection_lost()
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            self._outbox.clear()
+        if lost or waiting or report_idle:
+            self._publish(ContextError(err, context_id=None))
+
+    def _publish(self, event: TtsEvent) -> None:
+        try:
+            self._subject.on_next(event)
+        except Exception:
+            log.exception("rxtts: an events subscriber raised")
+
+
+def _isolated(fn: Callable[[TtsEvent], None], event: TtsEvent) -> None:
+    # A raising subscriber must not stop the session's other subscribers.
+    try:
+        fn(event)
+    except Exception:
+        log.exception("rxtts: a multi-context subscriber raised")
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "MULTI_TRANSPORT",
+    "KeyedText",
+    "MultiContextCallbacks",
+    "MultiContextSession",
+    "fails_every_context",
+    "session_stats",
+]
