@@ -1,0 +1,299 @@
+"""``synthesize()``: text chunks in, engine audio out, one chunk at a time, off the loop.
+
+The engine call is blocking (piper runs onnxruntime), so every chunk is synthesised on a
+worker thread of an :class:`~concurrent.futures.Executor`; its blocks hop back to the
+subscriber through ``scheduler`` (the server passes an ``AsyncIOThreadSafeScheduler``,
+i.e. ``loop.call_soon_threadsafe``). Without a scheduler the events are delivered on the
+worker thread, serialised by a lock.
+
+Chunks are synthesised strictly one after another: a chunk that arrives while another is
+being spoken waits in a queue, and so does a FLUSH behind it, so ``FlushReached`` always
+follows the audio of every chunk admitted before it (PROTOCOL S-3, M-6). Disposing the
+subscription cancels the engine mid-chunk (:class:`CancelToken`: piper terminates the
+running inference) and drops the queue; nothing is emitted after that (PROTOCOL S-5).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+from reactivex import Observable, abc
+from reactivex.disposable import CompositeDisposable, Disposable
+
+from rxtts.engine import CancelToken, Engine, SynthesisSettings, VoiceInfo
+from rxtts.operators.flush import FLUSH, TextItem
+
+__all__ = [
+    "ChunkAudio",
+    "ChunkDone",
+    "ChunkStarted",
+    "FlushReached",
+    "SynthEvent",
+    "default_executor",
+    "synthesize",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkStarted:
+    """The engine started on one text chunk (becomes ``generation_started``)."""
+
+    text: str
+    """The chunk exactly as handed to the engine."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ChunkAudio:
+    """One block of engine audio of the current chunk (compared by identity)."""
+
+    samples: npt.NDArray[np.float32] = field(repr=False)
+    """Mono float32 samples in [-1, 1]."""
+    sample_rate: int
+    """Rate of ``samples`` in Hz (the engine's native rate)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkDone:
+    """The current chunk is fully synthesised (becomes ``chunk_complete``)."""
+
+    audio_seconds: float
+    """Seconds of audio in the chunk."""
+    gen_ms: float
+    """Wall time the engine spent on the chunk, in milliseconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlushReached:
+    """Every chunk admitted before a FLUSH has been synthesised and emitted."""
+
+
+SynthEvent: TypeAlias = ChunkStarted | ChunkAudio | ChunkDone | FlushReached
+"""What :func:`synthesize` emits."""
+
+_Post: TypeAlias = Callable[[Callable[[], None]], None]
+
+_default_lock = threading.Lock()
+_default_pool: ThreadPoolExecutor | None = None
+
+
+def default_executor() -> Executor:
+    """The process-wide two-thread pool used when no executor is given."""
+    global _default_pool
+    with _default_lock:
+        if _default_pool is None:
+            _default_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rxtts-synth")
+        return _default_pool
+
+
+def _poster(scheduler: abc.SchedulerBase | None, lock: threading.RLock) -> _Post:
+    """How worker results reach the subscriber: via ``scheduler``, else under ``lock``."""
+    if scheduler is not None:
+        sched = scheduler
+
+        def post_scheduled(fn: Callable[[], None]) -> None:
+            sched.schedule(lambda _s, _st: fn())
+
+        return post_scheduled
+
+    def post_locked(fn: Callable[[], None]) -> None:
+        with lock:
+            fn()
+
+    return post_locked
+
+
+class _Synthesis:
+    """Per-subscription state: the chunk queue, the busy flag and the cancel token."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        voice: VoiceInfo,
+        settings: SynthesisSettings,
+        executor: Executor,
+        observer: abc.ObserverBase[SynthEvent],
+        scheduler: abc.SchedulerBase | None,
+    ) -> None:
+        self.engine = engine
+        self.voice = voice
+        self.settings = settings
+        self.executor = executor
+        self.observer = observer
+        self.lock = threading.RLock()
+        self.post = _poster(scheduler, self.lock)
+        self.token = CancelToken()
+        self.queue: deque[TextItem] = deque()
+        self.busy = False
+        self.upstream_done = False
+        self.stopped = False
+
+    # -- upstream (subscriber's thread) ------------------------------------------------
+
+    def on_next(self, item: TextItem) -> None:
+        with self.lock:
+            if not self.stopped:
+                self.queue.append(item)
+                self._pump()
+
+    def on_error(self, error: Exception) -> None:
+        with self.lock:
+            if not self.stopped:
+                self._stop()
+                self.observer.on_error(error)
+
+    def on_completed(self) -> None:
+        with self.lock:
+            self.upstream_done = True
+            if not self.stopped:
+                self._pump()
+
+    def dispose(self) -> None:
+        """Cancel the engine mid-chunk and drop queued chunks (PROTOCOL S-5, M-7)."""
+        with self.lock:
+            self._stop()
+
+    def _stop(self) -> None:
+        self.stopped = True
+        self.queue.clear()
+        self.token.cancel()
+
+    def _pump(self) -> None:
+        """Start the next queued chunk unless one is running; FLUSHes pass in order."""
+        while not self.busy and self.queue and not self.stopped:
+            item = self.queue.popleft()
+            if item is FLUSH:
+                self.observer.on_next(FlushReached())
+                continue
+            assert isinstance(item, str)
+            if not item.strip():
+                continue
+            self.busy = True
+            self.observer.on_next(ChunkStarted(item))
+            try:
+                self.executor.submit(self._work, item)
+            except RuntimeError as exc:  # executor shut down: the server is stopping
+                self._fail(exc)
+                return
+        if not self.busy and not self.queue and self.upstream_done and not self.stopped:
+            self.stopped = True
+            self.observer.on_completed()
+
+    # -- worker thread -----------------------------------------------------------------
+
+    def _work(self, text: str) -> None:
+        started = time.perf_counter()
+        produced = 0
+        rate = self.engine.sample_rate
+        try:
+            for block in self.engine.synthesize(text, self.voice, self.settings, self.token):
+                if self.token.cancelled:
+                    return
+                samples = np.ascontiguousarray(block, dtype=np.float32).reshape(-1)
+                if samples.size:
+                    produced += samples.size
+                    self._deliver(functools.partial(self._emit, ChunkAudio(samples, rate)))
+        except Exception as exc:  # engine failure: becomes an error frame upstream
+            if not self.token.cancelled:
+                self._deliver(functools.partial(self._fail, exc))
+            return
+        if self.token.cancelled:
+            return
+        gen_ms = (time.perf_counter() - started) * 1000.0
+        self._deliver(lambda: self._chunk_end(ChunkDone(produced / rate, gen_ms)))
+
+    def _deliver(self, fn: Callable[[], None]) -> None:
+        try:
+            self.post(fn)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            self.token.cancel()
+
+    # -- delivered on the subscriber's side --------------------------------------------
+
+    def _emit(self, event: SynthEvent) -> None:
+        with self.lock:
+            if not self.stopped:
+                self.observer.on_next(event)
+
+    def _chunk_end(self, done: ChunkDone) -> None:
+        with self.lock:
+            if self.stopped:
+                return
+            self.busy = False
+            self.observer.on_next(done)
+            self._pump()
+
+    def _fail(self, exc: Exception) -> None:
+        with self.lock:
+            if not self.stopped:
+                self._stop()
+                self.observer.on_error(exc)
+
+
+def synthesize(
+    engine: Engine,
+    voice: VoiceInfo,
+    settings: SynthesisSettings | None = None,
+    executor: Executor | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+) -> Callable[[Observable[TextItem]], Observable[SynthEvent]]:
+    """Speak each text chunk with ``engine``, strictly one chunk after another.
+
+    ::
+
+        chunks:  -"Hi there."------"Bye."-FLUSH----------------|
+                       synthesize(engine, voice)
+        events:  -S(Hi there.)-A-A-D-S(Bye.)-A-D-F-------------|
+
+        S = ChunkStarted, A = ChunkAudio (as soon as the engine yields a block),
+        D = ChunkDone, F = FlushReached (after every chunk admitted before it).
+
+        dispose:  -"Long sentence."-----x
+        events:   -S(Long sentence.)-A--x   engine cancelled mid-chunk, queue dropped
+
+    Args:
+        engine: Any :class:`~rxtts.server.engines.Engine`; called on a worker thread.
+        voice: The voice to speak with.
+        settings: Speed/temperature/language; engine defaults when ``None``.
+        executor: Where the blocking engine calls run (default: a shared 2-thread pool).
+        scheduler: A thread-safe scheduler that delivers the worker's results (pass an
+            ``AsyncIOThreadSafeScheduler`` to get every event on the event loop); ``None``
+            delivers them on the worker thread under a lock. The subscribe scheduler is
+            not used: it need not be thread-safe.
+
+    Returns:
+        An operator ``Observable[str | FLUSH] -> Observable[SynthEvent]``; cold: each
+        subscription has its own queue and cancel token. Blank chunks are skipped;
+        engine errors are forwarded as ``on_error``.
+    """
+    effective_settings = settings or SynthesisSettings()
+
+    def _synthesize(source: Observable[TextItem]) -> Observable[SynthEvent]:
+        def subscribe(
+            observer: abc.ObserverBase[SynthEvent],
+            subscribe_scheduler: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            state = _Synthesis(
+                engine,
+                voice,
+                effective_settings,
+                executor or default_executor(),
+                observer,
+                scheduler,
+            )
+            upstream = source.subscribe(
+                state.on_next, state.on_error, state.on_completed, scheduler=subscribe_scheduler
+            )
+            return CompositeDisposable(Disposable(state.dispose), upstream)
+
+        return Observable(subscribe)
+
+    return _synthesize

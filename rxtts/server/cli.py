@@ -1,0 +1,85 @@
+"""``rxtts serve``: run the local KugelAudio-compatible TTS server in the foreground.
+
+Prints one line containing ``ws://HOST:PORT`` once it accepts connections (port 0 shows
+the real port); Ctrl-C / SIGTERM close every socket with 1001 and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from rxtts.server.app import API_KEY_ENV, ServerOptions, TtsApp, api_key_from_env
+from rxtts.server.embedded import resolve_engine, run_until_stopped
+from rxtts.server.engines.base import EngineUnavailableError
+from rxtts.server.engines.catalogue import ENGINE_NAMES
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rxtts serve`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="rxtts serve", description="Run the local KugelAudio-compatible TTS server."
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    p.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default 8000)")
+    p.add_argument("--engine", choices=ENGINE_NAMES, default=None, help="default: piper if installed")
+    p.add_argument("--api-key", default=None, help=f"require this key (default: ${API_KEY_ENV})")
+    p.add_argument(
+        "--price-cents-per-minute",
+        type=float,
+        default=None,
+        help="EUR cents per audio minute for usage; absent: cost reported as unavailable",
+    )
+    p.add_argument("--threads", type=int, default=2, help="piper onnxruntime threads per inference")
+    p.add_argument("--workers", type=int, default=2, help="engine worker threads")
+    p.add_argument("--idle-flush-seconds", type=float, default=5.0, help="stream idle auto-flush")
+    p.add_argument("--inactivity-timeout", type=float, default=20.0, help="multi context timeout (s)")
+    p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    return p
+
+
+async def _serve(app: TtsApp, host: str, port: int) -> None:
+    server = await app.serve(host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    bound = server.sockets[0].getsockname()
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    print(
+        f"rxtts serve: listening on ws://{shown}:{bound[1]} (engine {app.engine.name}, "
+        f"REST http://{shown}:{bound[1]}/v1/models)",
+        flush=True,
+    )
+    await run_until_stopped(server, app, stop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rxtts serve``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        options = ServerOptions(
+            api_key=args.api_key or api_key_from_env(),
+            price_cents_per_minute=args.price_cents_per_minute,
+            idle_flush_seconds=args.idle_flush_seconds,
+            inactivity_timeout=args.inactivity_timeout,
+            workers=args.workers,
+        )
+        engine = resolve_engine(args.engine or "best", threads=args.threads)
+        engine.warm_up()
+    except (EngineUnavailableError, ValueError) as exc:
+        print(f"rxtts serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(TtsApp(engine, options), args.host, args.port))
+    except OSError as exc:
+        print(f"rxtts serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

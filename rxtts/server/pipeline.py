@@ -1,0 +1,258 @@
+"""The synthesis pipeline of one stream turn, tts request or multi context (DESIGN 4).
+
+::
+
+    text (str | FLUSH) ─► sentences() ─► chunk_schedule(schedule, auto_mode, ...) ─►
+    synthesize(engine, voice, settings) ─► encode_audio(output_format) ─► events
+
+:func:`build_pipeline` composes the public operators from the client's config;
+:class:`PipelineRunner` is the I/O side of one pipeline: it buffers text until the
+pipeline starts (stream turn N+1 waits for turn N, PROTOCOL S-6), counts unspoken
+characters (the per-turn buffer limit, DESIGN 7), runs the ``flush_timeout_ms`` idle
+timer and disposes everything on cancel.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from reactivex import Observable, abc
+from reactivex import operators as ops
+from reactivex.disposable import SerialDisposable
+from reactivex.subject import Subject
+
+from rxtts.config import DEFAULT_SCHEDULE, OutputFormat
+from rxtts.events import WordTimestamp
+from rxtts.operators import FLUSH, TextItem, chunk_schedule, sentences
+from rxtts.operators.encode_audio import EncodeEvent, encode_audio
+from rxtts.operators.synthesize import ChunkDone, ChunkStarted, synthesize
+from rxtts.protocol.frames import WireConfig
+from rxtts.server.engines.base import Engine, SynthesisSettings, VoiceInfo
+
+__all__ = [
+    "DEFAULT_MAX_BUFFER_LENGTH",
+    "PipelineRunner",
+    "PipelineSpec",
+    "build_pipeline",
+    "estimate_word_timestamps",
+    "synthesis_settings",
+]
+
+DEFAULT_MAX_BUFFER_LENGTH = 1000
+"""Characters that force a chunk when the client sets no ``max_buffer_length`` (PROTOCOL 7)."""
+
+_WORD = re.compile(r"\S+")
+
+
+def _letters(text: str) -> int:
+    """Non-space characters: the operators keep all of them, so counts balance exactly."""
+    return len(text) - sum(c.isspace() for c in text)
+
+
+def synthesis_settings(config: WireConfig) -> SynthesisSettings:
+    """Engine settings from the client's config (``cfg_scale``, ``normalize`` are model-only)."""
+    return SynthesisSettings(
+        speed=config.speed or 1.0, temperature=config.temperature, language=config.language
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSpec:
+    """Everything one pipeline needs besides its text."""
+
+    engine: Engine
+    """The engine that speaks."""
+    voice: VoiceInfo
+    """The voice bound to the turn or context."""
+    config: WireConfig
+    """The effective client config (schedule, format, speed, ...)."""
+    executor: Executor
+    """Worker threads for the blocking engine."""
+    scheduler: abc.SchedulerBase
+    """Thread-safe scheduler of the connection's event loop (timers, result hops)."""
+    frame_ms: int = 80
+    """Audio frame length."""
+
+    @property
+    def output_format(self) -> OutputFormat:
+        """PROTOCOL 8: ``output_format`` beats ``sample_rate``."""
+        return self.config.effective_format
+
+
+def build_pipeline(
+    text: Observable[TextItem],
+    spec: PipelineSpec,
+    drop_flush: Callable[[], bool] | None = None,
+) -> Observable[EncodeEvent]:
+    """Compose the public operators for one turn/context from the client's config.
+
+    ``drop_flush`` is asked at every FLUSH that leaves ``chunk_schedule``; when it says
+    so the FLUSH is swallowed (a soft flush that only released the buffered text).
+    """
+    cfg = spec.config
+    chunks = text.pipe(
+        sentences(),
+        # PROTOCOL 10: the server owns scheduling: chunk_length_schedule, auto_mode,
+        # flush_timeout_ms, max_buffer_length.
+        chunk_schedule(
+            schedule=cfg.chunk_length_schedule or DEFAULT_SCHEDULE,
+            auto_mode=bool(cfg.auto_mode),
+            max_buffer_length=cfg.max_buffer_length or DEFAULT_MAX_BUFFER_LENGTH,
+            flush_timeout_ms=cfg.flush_timeout_ms,
+            scheduler=spec.scheduler,
+        ),
+    )
+    if drop_flush is not None:
+        keep = drop_flush
+        chunks = chunks.pipe(ops.filter(lambda item: item is not FLUSH or not keep()))
+    return chunks.pipe(
+        synthesize(spec.engine, spec.voice, synthesis_settings(cfg), spec.executor, spec.scheduler),
+        encode_audio(spec.output_format, spec.frame_ms),
+    )
+
+
+def estimate_word_timestamps(text: str, audio_seconds: float) -> tuple[WordTimestamp, ...]:
+    """Word times of a chunk spread over its audio in proportion to word length.
+
+    The local engines give no alignment, so this is an estimate (``score`` 0.5);
+    char offsets are exact offsets into the chunk text (PROTOCOL 3.3, U-18).
+    """
+    words = list(_WORD.finditer(text))
+    if not words or audio_seconds <= 0:
+        return ()
+    total_ms = audio_seconds * 1000.0
+    weights = [len(m.group()) + 1 for m in words]
+    scale = total_ms / sum(weights)
+    out: list[WordTimestamp] = []
+    start = 0.0
+    for m, w in zip(words, weights, strict=True):
+        end = start + w * scale
+        out.append(WordTimestamp(m.group(), round(start), round(end), m.start(), m.end(), 0.5))
+        start = end
+    return tuple(out)
+
+
+class PipelineRunner:
+    """One pipeline on a connection: input buffer, subscription, soft-flush timer.
+
+    Cold until :meth:`start`: pushed items wait in a backlog, so a stream turn accepts
+    text at once but speaks only after the previous turn ended (PROTOCOL S-6).
+    Events arrive on the connection's event loop through ``on_event``/``on_error``.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        spec: PipelineSpec,
+        on_event: Callable[[PipelineRunner, EncodeEvent], None],
+        on_error: Callable[[PipelineRunner, Exception], None],
+    ) -> None:
+        self.key = key
+        """Turn key or context id."""
+        self.spec = spec
+        """What the pipeline is built from."""
+        self.pending_chars = 0
+        """Non-space characters accepted but not yet handed to the engine."""
+        self.in_chunk = False
+        """True while the engine works on a chunk."""
+        self.audio_seconds = 0.0
+        """Seconds of audio sent so far."""
+        self.chunk_text = ""
+        """Text of the chunk being (or last) spoken, for word timestamps."""
+        self.started = False
+        self.disposed = False
+        self._on_event = on_event
+        self._on_error = on_error
+        self._subject: Subject[TextItem] = Subject()
+        self._backlog: list[TextItem] = []
+        self._subscription: abc.DisposableBase | None = None
+        self._soft_timer = SerialDisposable()
+        self._soft_flushes: deque[bool] = deque()
+        self._unflushed = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether text is waiting or being spoken."""
+        return self.in_chunk or self.pending_chars > 0
+
+    def start(self) -> None:
+        """Subscribe the pipeline and feed it the backlog."""
+        if self.started or self.disposed:
+            return
+        self.started = True
+        pipeline = build_pipeline(self._subject, self.spec, self._soft_flushes.popleft)
+        self._subscription = pipeline.subscribe(self._event, self._error, scheduler=self.spec.scheduler)
+        backlog, self._backlog = self._backlog, []
+        for item in backlog:
+            self._forward(item)
+
+    def push(self, item: TextItem) -> None:
+        """Append text or a FLUSH (buffered until :meth:`start`)."""
+        if self.disposed:
+            return
+        if isinstance(item, str):
+            self.pending_chars += _letters(item)
+        if self.started:
+            self._forward(item)
+        else:
+            self._backlog.append(item)
+
+    def dispose(self) -> None:
+        """Stop at once: the engine is cancelled mid-chunk, queued text dropped (S-5)."""
+        if self.disposed:
+            return
+        self.disposed = True
+        self._backlog.clear()
+        self._soft_timer.dispose()
+        if self._subscription is not None:
+            self._subscription.dispose()
+
+    def _forward(self, item: TextItem) -> None:
+        if item is FLUSH:
+            self._soft_flushes.append(False)
+            self._unflushed = 0
+            self._soft_timer.disposable = None
+        else:
+            assert isinstance(item, str)
+            self._unflushed += _letters(item)
+            self._arm_soft_flush()
+        self._subject.on_next(item)
+
+    def _arm_soft_flush(self) -> None:
+        # PROTOCOL U-11: flush_timeout_ms without input releases partial text as a chunk
+        # within the turn (the turn itself goes on: the FLUSH is swallowed downstream).
+        timeout_ms = self.spec.config.flush_timeout_ms
+        if timeout_ms is None or not self._unflushed:
+            return
+
+        def fire(_: abc.SchedulerBase, __: Any = None) -> None:
+            if self.disposed or not self._unflushed:
+                return
+            self._unflushed = 0
+            self._soft_flushes.append(True)
+            self._subject.on_next(FLUSH)
+
+        delay = timedelta(milliseconds=timeout_ms)
+        self._soft_timer.disposable = self.spec.scheduler.schedule_relative(delay, fire)
+
+    def _event(self, event: EncodeEvent) -> None:
+        if self.disposed:
+            return
+        if isinstance(event, ChunkStarted):
+            self.in_chunk = True
+            self.chunk_text = event.text
+            self.pending_chars = max(0, self.pending_chars - _letters(event.text))
+        elif isinstance(event, ChunkDone):
+            self.in_chunk = False
+            self.audio_seconds += event.audio_seconds
+        self._on_event(self, event)
+
+    def _error(self, error: Exception) -> None:
+        if not self.disposed:
+            self._on_error(self, error)
