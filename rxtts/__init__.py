@@ -35,6 +35,12 @@ _EXPORTS: dict[str, str] = {
     "StreamingSession": "rxtts.session",
     "SessionCallbacks": "rxtts.session",
     "MultiContextSession": "rxtts.multi",
+    "MultiContextCallbacks": "rxtts.multi",
+    "KeepAlivePolicy": "rxtts.operators.keep_alive",
+    "keep_alive": "rxtts.operators.keep_alive",
+    "render_dialogue": "rxtts.dialogue",
+    "from_llm": "rxtts.llm",
+    "strip_markdown": "rxtts.operators.markdown",
     # configuration
     "StreamConfig": "rxtts.config",
     "MultiContextConfig": "rxtts.config",
@@ -115,9 +121,11 @@ __all__ = [
     "GenerationStarted",
     "InsufficientCreditsError",
     "Interrupted",
+    "KeepAlivePolicy",
     "LocalProtocolError",
     "MissingVoiceError",
     "ModelUnavailableError",
+    "MultiContextCallbacks",
     "MultiContextConfig",
     "MultiContextSession",
     "NotFoundError",
@@ -148,8 +156,12 @@ __all__ = [
     "collect_audio",
     "connect",
     "connect_sync",
+    "from_llm",
+    "keep_alive",
     "play",
+    "render_dialogue",
     "sentences",
+    "strip_markdown",
     "to_numpy",
     "turn_metrics",
     "write_wav",
@@ -169,6 +181,7 @@ if TYPE_CHECKING:
         VoiceSettings,
     )
     from rxtts.connect import SyncClient
+    from rxtts.dialogue import render_dialogue
     from rxtts.errors import (
         AuthenticationError,
         ConnectionClosedError,
@@ -206,8 +219,12 @@ if TYPE_CHECKING:
         WordTimestamp,
         WordTimestamps,
     )
+    from rxtts.llm import from_llm
+    from rxtts.multi import MultiContextCallbacks
     from rxtts.operators.chunk_schedule import chunk_schedule
     from rxtts.operators.flush import FLUSH, Flush
+    from rxtts.operators.keep_alive import KeepAlivePolicy, keep_alive
+    from rxtts.operators.markdown import strip_markdown
     from rxtts.operators.metrics import turn_metrics
     from rxtts.operators.sentences import sentences
     from rxtts.operators.sinks import collect_audio, play, to_numpy, write_wav
