@@ -1,0 +1,623 @@
+"""Pure, incremental sentence segmenter (no Rx): the engine behind ``sentences()``.
+
+``SentenceSegmenter.push(text)`` appends a token (split anywhere: mid-word, mid-URL,
+a lone ``"."``) and returns the segments whose end became *certain*;
+``flush()`` returns the rest and resets the segmenter for the next turn.
+
+Lookahead policy (what "certain" means):
+
+* A terminator run (``. ! ? …`` and combinations such as ``?!``, ``!!``, ``...``)
+  plus its closing quotes/brackets/closing tags is decided at the **next
+  non-space character**: lowercase -> same sentence (``"Stop." she said``),
+  anything else -> boundary. A terminator followed directly by a non-space
+  character is never a boundary (``3.14``, ``example.com``, ``e.g.,``).
+* Where one character cannot tell, the decision waits for the **end of the next
+  word** and no longer: after an ambiguous abbreviation, a dotted abbreviation or
+  an initial (``U.S. Then`` ends, ``U.S. Government`` does not; the next word must
+  be a common sentence starter), and after a small number (``am 3. Oktober``: the
+  next word is a month or ordinal noun). The decision is taken as soon as the
+  word's prefix rules a candidate out, so ``U.S. Gov`` is decided at ``Gov``.
+* Titles (``Dr. Mr. e.g. i.e. vs.``...) and list enumerators at the start of a
+  line or after ``:`` (``1.``, ``II.``) never end a sentence.
+* CJK/Devanagari terminators (``。！？।``) end a sentence with no space after
+  them; they wait one character for closing quotes/brackets only.
+* Newlines: a blank line, the end of a heading line, and a newline before a list
+  item, heading, code fence, block quote or table row are boundaries (decided
+  when the next line's marker is visible); any other single newline is a soft
+  wrap. A fenced code block (```` ``` ```` / ``~~~``) is one segment; nothing
+  splits inside inline code or an SSML/XML tag.
+
+Segments keep their inner spacing and are stripped; whitespace-only segments
+are never returned. The concatenation of all segments equals the concatenation
+of all pushed text with whitespace removed.
+
+The scan is incremental: the buffer holds only the current (undecided)
+segment, and a scan position means each character is examined O(1) times
+(a regular expression jumps between the few characters that matter).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = ["SentenceSegmenter"]
+
+# --- character classes -------------------------------------------------------
+
+_SOFT_TERMS: Final = ".!?…‼⁇⁈⁉؟"  # the next character's case decides
+_HARD_TERMS: Final = "。！？｡।॥"  # CJK / Devanagari: no space, no case needed
+_TERMS: Final = _SOFT_TERMS + _HARD_TERMS
+_CLOSERS: Final = "\"'”’»›)]}」』）】〕〉》〗〙〛｣*_"
+# After "<terminator> ", these continue the sentence ("voila! -- you", ". . .").
+_CONTINUERS: Final = _TERMS + "-–—,;:"
+_CJK_OPENERS: Final = "「『“‘（(【〔〈《〖〘〚｢"
+# Characters that start a word when scanning back from a terminator.
+_WORD_STOPS: Final = "\"'“‘«‹([{¿¡*_<>/"
+_LINE_MARKS: Final = " \t#>*-+•|"
+
+# Characters at which the NORMAL-mode scanner has to stop and think.
+_SPECIAL: Final = re.compile(r"[.!?…‼⁇⁈⁉؟。！？｡।॥\n`<]")
+_NON_SPACE: Final = re.compile(r"\S")
+_WORD: Final = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
+_CODE_EVENT: Final = re.compile(r"`+|\n[ \t]*\n")
+_TAG_EVENT: Final = re.compile(r"[<>]|\n[ \t]*\n")
+
+# --- word lists ----------------------------------------------------------------
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Never end a sentence (titles, Latin/German abbreviations, references).
+_TITLES: Final = _words(
+    """mr mrs ms mx dr prof rev hon capt cpt lt sgt maj cmdr adm supt messrs mme mlle
+    e.g i.e cf viz vs z.b d.h u.a bzw ca approx incl vgl"""
+)
+# Not a sentence end before a digit ("p. 55", "No. 5"), an ordinary word otherwise.
+_NUMREFS: Final = _words("no nos nr n° nº p pp vol vols fig figs eq eqs ch sec art tel ph")
+# May end a sentence: decided by the next word (a sentence starter ends it).
+_AMBIGUOUS: Final = _words(
+    """etc inc ltd co corp llc plc jr sr st ave blvd rd al bros dept mt ft jan feb apr jun
+    jul aug sep sept oct nov dec mon tue tues thu thur thurs fri usw min max hrs yr yrs mo
+    sq oz lb lbs gen col gov sen rep pres"""
+)
+_ROMAN: Final = _words("i ii iii iv v vi vii viii ix x xi xii")
+# Words that make "<abbreviation>. <Word>" a sentence end (lowercased).
+_STARTERS: Final = _words(
+    """a an the i i'm i've i'll i'd he he's she she's it it's we we're we've you you're
+    you'll they they're they've this that that's these those there there's then but and
+    so or yet however how what what's why when where who which whose if in on at by for
+    from to with without after before as once while although though still next finally
+    first second third last also besides moreover furthermore meanwhile instead otherwise
+    here now today tomorrow yesterday tonight my our your his her their its let let's
+    please thanks thank yes no not nothing none all some many most every each both
+    either neither one two three another is are was were do does did don't can can't
+    could will would should shall may might must have has had being it'd we'd they'd
+    since because unless until during overall anyway indeed sure okay ok well oh hello hi
+    great good note see remember just maybe perhaps sometimes often usually never always
+    everyone everything nobody someone something our"""
+)
+# Words after "<1-2 digit number>." that make it an ordinal (German dates etc.).
+_ORDINAL_NOUNS: Final = _words(
+    """januar jänner februar märz april mai juni juli august september oktober november
+    dezember jan feb mär apr jun jul aug sep sept okt nov dez mal platz klasse
+    jahrhundert jahrtausend weltkrieg stock etage liga runde quartal halbjahr kapitel
+    auflage spieltag tag woche bundesliga"""
+)
+
+
+def _prefixes(words: frozenset[str]) -> frozenset[str]:
+    return frozenset(w[:i] for w in words for i in range(1, len(w) + 1))
+
+
+_STARTER_PREFIXES: Final = _prefixes(_STARTERS)
+_ORDINAL_PREFIXES: Final = _prefixes(_ORDINAL_NOUNS)
+
+# --- scanner states ------------------------------------------------------------
+
+_NORMAL: Final = 0
+_CODE: Final = 1  # inside `inline code`
+_TAG: Final = 2  # inside <tag ...>
+_FENCE: Final = 3  # inside a ``` fenced block
+
+# Kinds of line (classified from the line's first characters).
+_PLAIN: Final = 0
+_HEADING: Final = 1
+_LIST: Final = 2
+_BLOCK: Final = 3  # block quote or table row
+_FENCE_LINE: Final = 4
+
+# Kinds of word before a single period.
+_W_NORMAL: Final = 0
+_W_TITLE: Final = 1  # never a boundary
+_W_AMBIGUOUS: Final = 2  # boundary iff the next word is a sentence starter
+_W_ORDINAL: Final = 3  # boundary unless the next word is a month/ordinal noun
+_W_NUMREF: Final = 4  # no boundary before a digit only
+
+_WAIT: Final = -1  # "need more text" from a handler
+# Bounds that keep waiting O(1) per token on pathological whitespace runs:
+_MAX_INDENT: Final = 16  # a line indented more than this is plain text
+_MAX_GAP: Final = 64  # a terminator followed by more whitespace than this ends a sentence
+_TAG_LIMIT: Final = 400  # a "<x" with no ">" after this many chars is not a tag
+
+
+def _is_dotted_abbreviation(word: str) -> bool:
+    """``U.S``, ``a.m``, ``Ph.D``: alphabetic parts of one or two letters."""
+    parts = word.split(".")
+    return len(parts) > 1 and all(0 < len(p) <= 2 and p.isalpha() for p in parts)
+
+
+class SentenceSegmenter:
+    """Incremental sentence-boundary detector for text split anywhere.
+
+    Example:
+        >>> seg = SentenceSegmenter()
+        >>> seg.push("Dr. Smith went ho") + seg.push("me. Th") + seg.push("en he slept.")
+        ['Dr. Smith went home.']
+        >>> seg.flush()
+        ['Then he slept.']
+    """
+
+    __slots__ = (
+        "_buf",
+        "_fence",
+        "_fence_midline",
+        "_line_kind",
+        "_line_start",
+        "_mode",
+        "_new_line",
+        "_pos",
+        "_start",
+        "_tag_start",
+        "_ticks",
+    )
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._buf = ""  # text of the undecided segment (+ lookahead)
+        self._start = 0  # where the current segment starts in _buf
+        self._pos = 0  # next index to scan
+        self._mode = _NORMAL
+        self._line_start = 0  # index where the current line starts
+        self._line_kind = _PLAIN
+        self._new_line = True  # a line starting at _line_start is not yet classified
+        self._ticks = 0  # backticks that close the current inline code span
+        self._fence = ""  # the marker that closes the current fenced block
+        self._fence_midline = False
+        self._tag_start = 0
+
+    @property
+    def pending(self) -> str:
+        """Text received but not yet returned as a segment."""
+        return self._buf[self._start :]
+
+    def push(self, text: str) -> list[str]:
+        """Add a token; return the segments that are now certainly complete."""
+        if not text:
+            return []
+        if (
+            self._pos == len(self._buf)  # no decision is waiting for this text
+            and self._mode == _NORMAL
+            and not self._new_line
+            and _SPECIAL.search(text) is None
+        ):
+            self._buf += text  # fast path: plain text cannot complete anything
+            self._pos = len(self._buf)
+            return []
+        self._buf += text
+        return self._scan(final=False)
+
+    def flush(self) -> list[str]:
+        """End of text (FLUSH or completion): return every remaining segment, reset."""
+        out = self._scan(final=True)
+        tail = self._buf[self._start :].strip()
+        if tail:
+            out.append(tail)
+        self._reset()
+        return out
+
+    # --- driver ------------------------------------------------------------------
+
+    def _scan(self, final: bool) -> list[str]:
+        out: list[str] = []
+        pos = self._pos
+        while True:
+            n = len(self._buf)
+            if self._new_line:
+                pos = self._begin_line(self._line_start, final)
+                if pos == _WAIT:
+                    pos = self._line_start
+                    break
+            if pos >= n:
+                break
+            mode = self._mode
+            if mode == _NORMAL:
+                m = _SPECIAL.search(self._buf, pos)
+                if m is None:
+                    pos = n
+                    break
+                i = m.start()
+                c = self._buf[i]
+                if c == "\n":
+                    nxt = self._newline(i, final, out)
+                elif c == "`":
+                    nxt = self._backtick(i, final)
+                elif c == "<":
+                    nxt = self._angle(i, final)
+                else:
+                    nxt = self._terminator(i, final, out)
+                if nxt == _WAIT:
+                    pos = i
+                    break
+                pos = nxt
+            elif mode == _CODE:
+                pos = self._in_code(pos, final)
+                if pos < 0:
+                    pos = -pos - 1
+                    break
+            elif mode == _TAG:
+                pos = self._in_tag(pos, final)
+                if pos < 0:
+                    pos = -pos - 1
+                    break
+            else:
+                pos = self._in_fence(pos, final, out)
+                if pos < 0:
+                    pos = -pos - 1
+                    break
+        self._pos = pos
+        if self._start:
+            self._compact()
+        return out
+
+    def _compact(self) -> None:
+        """Drop emitted text from the buffer, shifting every index."""
+        s = self._start
+        self._buf = self._buf[s:]
+        self._start = 0
+        self._pos -= s
+        self._line_start -= s
+        self._tag_start -= s
+
+    def _emit(self, cut: int, out: list[str]) -> None:
+        seg = self._buf[self._start : cut].strip()
+        if seg:
+            out.append(seg)
+        self._start = cut
+
+    # --- terminators ---------------------------------------------------------------
+
+    def _terminator(self, i: int, final: bool, out: list[str]) -> int:
+        buf = self._buf
+        n = len(buf)
+        j = i
+        hard = False
+        while j < n and buf[j] in _TERMS:
+            hard = hard or buf[j] in _HARD_TERMS
+            j += 1
+        single_period = j - i == 1 and buf[i] == "."
+        # Closing quotes/brackets/tags belong to the sentence they close.
+        closed = False
+        while j < n:
+            c = buf[j]
+            if c in _CLOSERS:
+                j += 1
+                closed = True
+                continue
+            if c == "[":  # a citation after the period: "martyr.[1] The"
+                e = j + 1
+                while e < n and e - j <= 4 and buf[e].isdigit():
+                    e += 1
+                if e == n and not final:
+                    return _WAIT
+                if e < n and e > j + 1 and buf[e] == "]":
+                    j = e + 1
+                    continue
+                break
+            if c == "<":
+                if j + 1 == n:
+                    if final:
+                        break
+                    return _WAIT
+                if buf[j + 1] == "/":
+                    e = buf.find(">", j + 2, j + _TAG_LIMIT)
+                    if e < 0:
+                        if final or n - j >= _TAG_LIMIT:
+                            break
+                        return _WAIT
+                    j = e + 1
+                    closed = True
+                    continue
+            break
+        if j == n:
+            return n if final else _WAIT
+        c = buf[j]
+        if not c.isspace():
+            # CJK: "。" ends the sentence; "。」と" (quote inside a sentence) does not.
+            if hard and (not closed or c in _CJK_OPENERS or c in _TERMS):
+                self._emit(j, out)
+            return j
+        k = _skip_space(buf, j)
+        if buf.count("\n", j, k) >= 2 or hard or k - j > _MAX_GAP:  # blank line, 。 + space
+            self._emit(j, out)
+            return j
+        if k == n:
+            return n if final else _WAIT
+        c2 = buf[k]
+        if c2.islower() or c2 in _CONTINUERS:  # continuation, or ". . ." goes on
+            return j
+        kind = _W_NORMAL
+        if single_period:
+            dots = self._spaced_dots(i)
+            if dots == 3:
+                return j  # ". . . I didn't": a spaced ellipsis inside a sentence
+            if dots == 1:
+                kind = self._word_kind(i)
+        if kind == _W_TITLE:
+            return j
+        if kind == _W_NORMAL:
+            self._emit(j, out)
+            return j
+        if not c2.isalpha():
+            if not (c2.isdigit() and kind != _W_ORDINAL):  # "p. 55", "No. 5"
+                self._emit(j, out)
+            return j
+        if kind == _W_NUMREF:
+            self._emit(j, out)
+            return j
+        # An uppercase letter: decided by the next word, or by its prefix.
+        m = _WORD.match(buf, k)
+        word = m.group().lower() if m is not None else c2.lower()
+        e = n if m is None else m.end()
+        # Complete once a character that cannot extend the word follows it.
+        complete = final or (e < n and not (buf[e] in "'’" and e + 1 == n))
+        if kind == _W_AMBIGUOUS:
+            words, prefixes = _STARTERS, _STARTER_PREFIXES
+        else:
+            words, prefixes = _ORDINAL_NOUNS, _ORDINAL_PREFIXES
+        if not complete and word in prefixes:
+            return _WAIT
+        found = complete and word in words
+        if kind == _W_AMBIGUOUS and found and word in ("a", "i") and self._initial(i):
+            found = False  # "J. A. Smith": an initial before "A"
+        if found == (kind == _W_AMBIGUOUS):
+            self._emit(j, out)
+        return j
+
+    def _initial(self, i: int) -> bool:
+        """True when the period at ``i`` follows a single uppercase letter."""
+        buf = self._buf
+        lo = self._start
+        return i > lo and buf[i - 1].isupper() and (i - 1 == lo or not buf[i - 2].isalpha())
+
+    def _spaced_dots(self, i: int) -> int:
+        """How many dots of a ``. . .`` sequence end at index ``i``."""
+        buf = self._buf
+        d = 1
+        while i - 2 >= self._start and buf[i - 1] == " " and buf[i - 2] == ".":
+            d += 1
+            i -= 2
+        return d
+
+    def _word_kind(self, i: int) -> int:
+        """Classify the word that ends just before the period at ``i``."""
+        buf = self._buf
+        w = i
+        while w > self._start:  # never look before the segment (it may be gone)
+            c = buf[w - 1]
+            if c.isspace() or c in _WORD_STOPS:
+                break
+            w -= 1
+        word = buf[w:i]
+        if not word:
+            return _W_NORMAL
+        lw = word.lower()
+        if lw in _TITLES:
+            return _W_TITLE
+        short_enum = (word.isdigit() and len(word) <= 3) or len(word) == 1 or lw in _ROMAN
+        if short_enum and self._at_item_start(w):
+            return _W_TITLE  # "1. Open", "II. Methods", "Steps: 1. Open"
+        if lw in _NUMREFS and len(word) > 1:
+            return _W_NUMREF
+        if lw in _AMBIGUOUS or (len(word) == 1 and word.isalpha()):
+            return _W_AMBIGUOUS
+        if "." in word and _is_dotted_abbreviation(word):
+            return _W_AMBIGUOUS
+        if word.isdigit() and len(word) <= 2:
+            return _W_ORDINAL
+        return _W_NORMAL
+
+    def _at_item_start(self, w: int) -> bool:
+        """True when index ``w`` starts a line/segment (after list marks) or follows ':'."""
+        buf = self._buf
+        lo = max(self._start, self._line_start)
+        if not buf[lo:w].strip(_LINE_MARKS):
+            return True
+        p = w
+        while p > self._start and buf[p - 1].isspace():
+            p -= 1
+        return p > self._start and buf[p - 1] == ":"
+
+    # --- lines -----------------------------------------------------------------------
+
+    def _newline(self, i: int, final: bool, out: list[str]) -> int:
+        buf = self._buf
+        n = len(buf)
+        if self._line_kind == _HEADING:  # a heading ends at its newline
+            self._emit(i, out)
+            self._line_kind = _PLAIN
+        k = _skip_space(buf, i)
+        lo = max(self._start, self._line_start)
+        if buf.count("\n", i, k) >= 2 or not buf[lo:i].strip():  # blank line: paragraph
+            self._emit(i, out)
+        ls = buf.rfind("\n", i, k) + 1
+        if k == n and not final and k - ls <= _MAX_INDENT:
+            return _WAIT
+        kind = self._classify(ls, final)
+        if kind == _WAIT:
+            return _WAIT
+        if kind != _PLAIN or (self._line_kind in (_LIST, _BLOCK) and ls == k):
+            self._emit(i, out)
+        self._line_start = ls
+        self._new_line = True
+        return ls
+
+    def _classify(self, ls: int, final: bool) -> int:
+        """Kind of the line starting at ``ls``, or _WAIT if its marker is not visible yet."""
+        buf = self._buf
+        n = len(buf)
+        q = ls
+        while q < n and buf[q] in " \t":
+            q += 1
+        if q - ls > _MAX_INDENT:
+            return _PLAIN
+        if q == n:
+            return _PLAIN if final else _WAIT
+        c = buf[q]
+        if c == "#" or c == "`" or c == "~":
+            r = q
+            while r < n and buf[r] == c:
+                r += 1
+            if r == n and not final:
+                return _WAIT
+            if c == "#":
+                ok = r - q <= 6 and (r == n or buf[r].isspace())
+                return _HEADING if ok else _PLAIN
+            return _FENCE_LINE if r - q >= 3 else _PLAIN
+        if c in "-*+•":
+            if q + 1 == n:
+                return _PLAIN if final else _WAIT
+            return _LIST if buf[q + 1] in " \t" else _PLAIN
+        if c.isdigit():
+            r = q
+            while r < n and buf[r].isdigit():
+                r += 1
+            if r + 1 >= n:
+                return _PLAIN if final else _WAIT
+            if r - q <= 3 and buf[r] in ".)" and buf[r + 1] in " \t":
+                return _LIST
+            return _PLAIN
+        if c == ">" or c == "|":
+            return _BLOCK
+        return _PLAIN
+
+    def _begin_line(self, ls: int, final: bool) -> int:
+        """Classify and enter the line starting at ``ls``; return where to scan next."""
+        kind = self._classify(ls, final)
+        if kind == _WAIT:
+            return _WAIT
+        self._new_line = False
+        self._line_kind = kind
+        q = ls
+        buf = self._buf
+        while q < len(buf) and buf[q] in " \t":
+            q += 1
+        if kind == _FENCE_LINE:
+            r = q
+            while r < len(buf) and buf[r] == buf[q]:
+                r += 1
+            self._fence = buf[q:r]
+            self._mode = _FENCE
+            self._fence_midline = True  # the opening line (info string) is not a closer
+            return r
+        return q
+
+    # --- code, tags, fences ----------------------------------------------------------
+
+    def _backtick(self, i: int, final: bool) -> int:
+        buf = self._buf
+        j = i
+        while j < len(buf) and buf[j] == "`":
+            j += 1
+        if j == len(buf) and not final:
+            return _WAIT  # the run may grow
+        self._ticks = j - i
+        self._mode = _CODE
+        return j
+
+    def _in_code(self, pos: int, final: bool) -> int:
+        """Scan inline code; return the next pos, or ``-(pos+1)`` to wait."""
+        buf = self._buf
+        n = len(buf)
+        m = _CODE_EVENT.search(buf, pos)
+        if m is None:
+            return -(_resume_point(buf, pos) + 1)
+        if m.group()[0] == "\n":  # code spans never cross a blank line
+            self._mode = _NORMAL
+            return m.start()
+        if m.end() == n and not final:
+            return -(m.start() + 1)
+        if m.end() - m.start() == self._ticks:
+            self._mode = _NORMAL
+        return m.end()
+
+    def _angle(self, i: int, final: bool) -> int:
+        buf = self._buf
+        if i + 1 == len(buf):
+            return i + 1 if final else _WAIT
+        c = buf[i + 1]
+        if c.isalpha() or c in "/!?":
+            self._mode = _TAG
+            self._tag_start = i
+        return i + 1
+
+    def _in_tag(self, pos: int, final: bool) -> int:
+        """Scan an SSML/XML tag; a stray ``<`` (no ``>`` soon) is plain text."""
+        buf = self._buf
+        m = _TAG_EVENT.search(buf, pos)
+        if m is not None and m.group() == ">":
+            self._mode = _NORMAL
+            return m.end()
+        if m is None and not final and len(buf) - self._tag_start < _TAG_LIMIT:
+            return -(_resume_point(buf, pos) + 1)
+        self._mode = _NORMAL  # not a tag after all: rescan it as text
+        return self._tag_start + 1
+
+    def _in_fence(self, pos: int, final: bool, out: list[str]) -> int:
+        """Scan a fenced block line by line until its closing fence."""
+        buf = self._buf
+        n = len(buf)
+        while True:
+            if self._fence_midline:
+                f = buf.find("\n", pos)
+                if f < 0:
+                    return -(n + 1)
+                pos = f + 1
+                self._fence_midline = False
+            q = pos
+            while q < n and buf[q] in " \t":
+                q += 1
+            marker = self._fence
+            r = q
+            while r < n and buf[r] == marker[0]:
+                r += 1
+            e = r
+            while e < n and buf[e] in " \t":
+                e += 1
+            if e == n and not final:
+                return -(pos + 1)  # this line may still become the closing fence
+            if r - q >= len(marker) and (e == n or buf[e] in "\r\n"):
+                self._mode = _NORMAL
+                self._line_kind = _PLAIN
+                self._emit(r, out)
+                return r
+            self._fence_midline = True
+            pos = q
+
+
+def _skip_space(buf: str, i: int) -> int:
+    """Index of the first non-space character at or after ``i`` (or ``len(buf)``)."""
+    m = _NON_SPACE.search(buf, i)
+    return len(buf) if m is None else m.start()
+
+
+def _resume_point(buf: str, pos: int) -> int:
+    """Where to resume a search so a blank line split across tokens is still seen."""
+    p = len(buf)
+    while p > pos and buf[p - 1] in " \t\n":
+        p -= 1
+    return p

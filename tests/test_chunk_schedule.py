@@ -1,0 +1,389 @@
+"""Tests of ``chunk_schedule()`` and the pure ``ChunkScheduler`` (DESIGN section 6)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from typing import Any
+
+import pytest
+import reactivex
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reactivex.subject import Subject
+from reactivex.testing import ReactiveTest, TestScheduler
+
+from rxtts.operators import (
+    FLUSH,
+    ChunkScheduler,
+    Flush,
+    TextItem,
+    chunk_schedule,
+    is_flush,
+    sentences,
+)
+
+on_next = ReactiveTest.on_next
+on_completed = ReactiveTest.on_completed
+on_error = ReactiveTest.on_error
+
+
+def through_rx(items: list[TextItem], **kw: Any) -> list[TextItem]:
+    out: list[TextItem] = []
+    reactivex.from_iterable(items).pipe(chunk_schedule(**kw)).subscribe(out.append)
+    return out
+
+
+def squash(text: str) -> str:
+    return "".join(text.split())
+
+
+# --- validation --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"schedule": []}, "schedule"),
+        ({"schedule": [100, 50]}, "schedule"),
+        ({"schedule": [80, 80]}, "schedule"),
+        ({"schedule": [0, 10]}, "schedule"),
+        ({"schedule": [10, -5]}, "schedule"),
+        ({"schedule": [True]}, "schedule"),
+        ({"schedule": [1.5]}, "schedule"),
+        ({"max_buffer_length": 0}, "max_buffer_length"),
+        ({"max_buffer_length": -1}, "max_buffer_length"),
+        ({"flush_timeout_ms": 0}, "flush_timeout_ms"),
+        ({"flush_timeout_ms": -10}, "flush_timeout_ms"),
+    ],
+)
+def test_invalid_arguments_raise_value_error_naming_the_field(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        chunk_schedule(**kwargs)
+
+
+def test_pure_scheduler_validates_too() -> None:
+    with pytest.raises(ValueError, match="schedule"):
+        ChunkScheduler([])
+
+
+def test_defaults_are_balanced() -> None:
+    c = ChunkScheduler()
+    assert [c.threshold(k) for k in range(5)] == [80, 150, 250, 250, 250]
+
+
+# --- schedule semantics (pure) ---------------------------------------------------
+
+
+def test_chunk_k_waits_for_its_threshold_at_a_sentence_boundary() -> None:
+    c = ChunkScheduler((20, 40))
+    assert c.push("Hi.") == []
+    assert c.push("This is a test.") == []  # "Hi. This is a test." = 19 < 20
+    assert c.push("Ok.") == ["Hi. This is a test. Ok."]  # 23 >= 20 -> chunk 0
+    assert c.chunk_index == 1
+    assert c.push("A second sentence here.") == []  # 23 < 40
+    assert c.push("And a third one.") == ["A second sentence here. And a third one."]
+    assert c.push("x" * 39 + ".") == ["x" * 39 + "."]  # the last entry repeats: 40 >= 40
+
+
+def test_auto_mode_sends_chunk_zero_at_the_first_boundary() -> None:
+    c = ChunkScheduler((50, 100), auto_mode=True)
+    assert c.push("Hi.") == ["Hi."]
+    assert c.push("Short.") == []  # chunk 1 needs 100
+    off = ChunkScheduler((50, 100), auto_mode=False)
+    assert off.push("Hi.") == []
+
+
+def test_flush_emits_rest_and_restarts_the_schedule() -> None:
+    c = ChunkScheduler((10, 1000), auto_mode=True)
+    assert c.push("One.") == ["One."]
+    assert c.push("Two.") == []
+    assert c.flush() == ["Two."]
+    assert c.chunk_index == 0
+    assert c.push("Three.") == ["Three."]  # auto_mode applies again: new turn
+
+
+def test_timeout_emits_rest_but_keeps_counting() -> None:
+    c = ChunkScheduler((10, 1000), auto_mode=True)
+    assert c.push("One.") == ["One."]
+    assert c.push("Two.") == []
+    assert c.timeout() == ["Two."]
+    assert c.chunk_index == 2
+    assert c.push("Three.") == []
+
+
+def test_max_buffer_length_forces_a_chunk() -> None:
+    c = ChunkScheduler((500,), max_buffer_length=30)
+    assert c.push("A sentence of twenty.") == []
+    assert c.push("Done it.") == ["A sentence of twenty. Done it."]  # 30 >= min(500, 30)
+    assert c.flush() == []
+
+
+def test_over_long_buffer_prefers_the_sentence_boundary() -> None:
+    c = ChunkScheduler((500,), max_buffer_length=30)
+    assert c.push("A sentence of twenty.") == []
+    assert c.push("Another one.") == ["A sentence of twenty."]  # 34 > 30: cut at the join
+    assert c.buffered == "Another one."
+
+
+def test_over_long_run_is_cut_at_a_clause_after_the_threshold() -> None:
+    c = ChunkScheduler((20,))
+    text = "one two three four five, six seven eight nine, ten eleven twelve thirteen."
+    out = c.push(text) + c.flush()
+    assert out == [
+        "one two three four five,",
+        "six seven eight nine,",
+        "ten eleven twelve thirteen.",
+    ]
+
+
+def test_over_long_run_without_clauses_is_cut_at_a_word_boundary() -> None:
+    c = ChunkScheduler((10,))
+    text = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
+    out = c.push(text) + c.flush()
+    assert " ".join(out).split() == text.split()
+    assert all(len(chunk) <= 20 for chunk in out)
+    assert len(out) > 2
+
+
+def test_a_single_word_longer_than_the_limit_is_never_split() -> None:
+    c = ChunkScheduler((10,))
+    url = "https://example.com/" + "a" * 80
+    assert c.push(f"See {url} now.") + c.flush() == ["See", url, "now."]
+
+
+def test_short_rest_of_a_cut_run_waits_for_the_next_sentence() -> None:
+    c = ChunkScheduler((20, 40))
+    out = c.push("aaaa bbbb cccc dddd, eeee ffff gggg hhhh iiii, jj.")  # 50 > 2 * 20
+    assert out == ["aaaa bbbb cccc dddd,"]  # first clause boundary at/after 20
+    assert c.buffered == "eeee ffff gggg hhhh iiii, jj."  # 29 < 40 (chunk 1): waits
+    assert c.push("Next.") == []  # 35 < 40
+    assert c.push("More.") == ["eeee ffff gggg hhhh iiii, jj. Next. More."]
+
+
+def test_whitespace_only_segments_are_ignored() -> None:
+    c = ChunkScheduler((5,), auto_mode=True)
+    assert c.push("   ") == []
+    assert c.push("\n") == []
+    assert c.flush() == []
+
+
+# --- the operator ----------------------------------------------------------------
+
+
+def test_operator_forwards_flush_after_the_rest_and_continues() -> None:
+    out = through_rx(
+        ["Hello there.", "How are you?", FLUSH, "Fine.", FLUSH, FLUSH],
+        schedule=(1000,),
+    )
+    assert out == ["Hello there. How are you?", FLUSH, "Fine.", FLUSH, FLUSH]
+
+
+def test_operator_completion_emits_the_rest() -> None:
+    assert through_rx(["a.", "b."], schedule=(1000,)) == ["a. b."]
+
+
+def test_operator_rejects_non_text_items() -> None:
+    errors: list[Exception] = []
+    reactivex.from_iterable([42]).pipe(chunk_schedule()).subscribe(  # type: ignore[list-item]
+        on_error=errors.append
+    )
+    assert len(errors) == 1 and isinstance(errors[0], TypeError)
+
+
+def test_operator_is_cold_and_reusable() -> None:
+    piped = reactivex.from_iterable(["One.", "Two.", "Three."]).pipe(chunk_schedule((8,), auto_mode=True))
+    first: list[TextItem] = []
+    second: list[TextItem] = []
+    piped.subscribe(first.append)
+    piped.subscribe(second.append)
+    assert first == second == ["One.", "Two. Three."]
+
+
+# --- marble tests (virtual time) ---------------------------------------------------
+
+
+def run_marble(events: list[tuple[float, TextItem]], end: float = 1000, **kw: Any) -> list[Any]:
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(*[on_next(t, v) for t, v in events], on_completed(end))
+    return scheduler.start(lambda: xs.pipe(chunk_schedule(**kw))).messages
+
+
+def test_marble_chunks_leave_at_the_boundary_that_reaches_the_threshold() -> None:
+    messages = run_marble(
+        [(210, "Hi there."), (220, "How are you?"), (230, "Fine."), (240, FLUSH), (250, "Bye.")],
+        schedule=(20,),
+        auto_mode=True,
+    )
+    assert messages == [
+        on_next(210, "Hi there."),  # auto_mode: chunk 0 at the first boundary
+        on_next(240, "How are you? Fine."),  # 18 < 20 at 230: waits for FLUSH
+        on_next(240, FLUSH),
+        on_next(250, "Bye."),  # new turn: auto_mode again
+        on_completed(1000),
+    ]
+
+
+def test_marble_flush_timeout_emits_after_silence() -> None:
+    # TestScheduler ticks are seconds: 30_000 ms = 30 ticks.
+    messages = run_marble(
+        [(210, "Hi."), (220, "Still short."), (300, "Later.")],
+        schedule=(100,),
+        flush_timeout_ms=30_000,
+    )
+    assert messages == [
+        on_next(250, "Hi. Still short."),  # 30 after the *last* input (220), not the first
+        on_next(330, "Later."),
+        on_completed(1000),
+    ]
+
+
+def test_marble_timer_only_runs_with_a_non_empty_buffer() -> None:
+    messages = run_marble(
+        [(210, "A long enough sentence."), (400, FLUSH)],
+        schedule=(15,),
+        flush_timeout_ms=10_000,
+    )
+    assert messages == [
+        on_next(210, "A long enough sentence."),
+        on_next(400, FLUSH),
+        on_completed(1000),
+    ]
+
+
+def test_marble_flush_cancels_the_timer() -> None:
+    messages = run_marble(
+        [(210, "Short."), (215, FLUSH)],
+        schedule=(100,),
+        flush_timeout_ms=10_000,
+    )
+    assert messages == [on_next(215, "Short."), on_next(215, FLUSH), on_completed(1000)]
+
+
+def test_marble_timeout_counts_as_a_chunk() -> None:
+    messages = run_marble(
+        [(210, "Hi."), (300, "Two."), (301, "Three.")],
+        schedule=(3, 100),
+        auto_mode=False,
+        flush_timeout_ms=20_000,
+    )
+    assert messages == [
+        on_next(210, "Hi."),  # chunk 0: 3 >= 3
+        on_next(321, "Two. Three."),  # chunk 1 (needs 100) leaves on the timeout
+        on_completed(1000),
+    ]
+
+
+def test_marble_subscribe_scheduler_is_used_when_none_given() -> None:
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(on_next(210, "Hi."), on_completed(500))
+    op = chunk_schedule((100,), flush_timeout_ms=5_000)  # no scheduler argument
+    messages = scheduler.start(lambda: xs.pipe(op)).messages
+    assert messages == [on_next(215, "Hi."), on_completed(500)]
+
+
+def test_marble_end_to_end_with_sentences() -> None:
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(
+        on_next(210, "Dr"), on_next(220, ". Smith is "), on_next(230, "in. He"),
+        on_next(240, " will call."), on_next(250, " Bye"), on_next(260, FLUSH),
+        on_completed(300),
+    )  # fmt: skip
+    messages = scheduler.start(
+        lambda: xs.pipe(sentences(), chunk_schedule((10, 100), auto_mode=True))
+    ).messages
+    assert messages == [
+        on_next(230, "Dr. Smith is in."),  # sentence certain at "H" (230)
+        on_next(260, "He will call. Bye"),
+        on_next(260, FLUSH),
+        on_completed(300),
+    ]
+
+
+def test_real_timer_thread_flushes() -> None:
+    subject: Subject[TextItem] = Subject()
+    got: list[TextItem] = []
+    done = threading.Event()
+
+    def collect(item: TextItem) -> None:
+        got.append(item)
+        done.set()
+
+    subject.pipe(chunk_schedule((100,), flush_timeout_ms=20)).subscribe(collect)
+    t0 = time.monotonic()
+    subject.on_next("Hello.")
+    assert done.wait(5)
+    assert got == ["Hello."]
+    assert time.monotonic() - t0 >= 0.015
+
+
+# --- hypothesis properties ---------------------------------------------------------
+
+WORDS = st.sampled_from(
+    ["a", "word", "Hello.", "longerword", "x" * 30, "clause,", "semi;", "dash —", "end!", "\n"]
+)
+SEGMENTS = st.lists(WORDS, min_size=1, max_size=12).map(" ".join)
+SCHEDULES = st.lists(st.integers(1, 60), min_size=1, max_size=4, unique=True).map(sorted)
+
+
+def split_turns(items: list[TextItem]) -> list[list[str]]:
+    result: list[list[str]] = [[]]
+    for item in items:
+        if isinstance(item, Flush):
+            result.append([])
+        else:
+            result[-1].append(item)
+    return result
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(SEGMENTS, st.just(FLUSH)), max_size=25),
+    SCHEDULES,
+    st.booleans(),
+    st.integers(5, 200),
+)
+def test_property_chunks_lossless_whole_words_flush_ordered(
+    items: list[TextItem], schedule: list[int], auto_mode: bool, max_len: int
+) -> None:
+    out = through_rx(items, schedule=schedule, auto_mode=auto_mode, max_buffer_length=max_len)
+    assert sum(map(is_flush, out)) == sum(map(is_flush, items))
+    c = ChunkScheduler(schedule, auto_mode, max_len)
+    for got, given_ in zip(split_turns(out), split_turns(items), strict=True):
+        # Lossless, ordered, and never cut inside a word.
+        assert " ".join(got).split() == " ".join(given_).split()
+        for k, chunk in enumerate(got):
+            assert chunk.strip() and chunk == chunk.strip()
+            limit = min(2 * c.threshold(k), max_len)
+            assert len(chunk) <= limit or not any(ch.isspace() for ch in chunk)
+
+
+@st.composite
+def retokenised_text(draw: st.DrawFn) -> list[TextItem]:
+    sentences_ = draw(st.lists(st.sampled_from(
+        ["Dr. Smith left.", "It costs $3.14.", "Hi!", "Visit example.com today.",
+         "Steps:\n1. Open it.\n", "你好。", "A long, long clause; then more — and more words here."]
+    ), max_size=12))  # fmt: skip
+    text = " ".join(sentences_)
+    cuts = sorted(draw(st.sets(st.integers(0, len(text)), max_size=len(text) + 1)))
+    bounds = [0, *cuts, len(text)]
+    tokens: list[TextItem] = [text[a:b] for a, b in itertools.pairwise(bounds)]
+    if tokens and draw(st.booleans()):
+        tokens.insert(draw(st.integers(0, len(tokens))), FLUSH)
+    return tokens
+
+
+@settings(max_examples=200, deadline=None)
+@given(retokenised_text(), SCHEDULES, st.booleans())
+def test_property_pipeline_lossless_for_any_tokenisation(
+    tokens: list[TextItem], schedule: list[int], auto_mode: bool
+) -> None:
+    out: list[TextItem] = []
+    reactivex.from_iterable(tokens).pipe(sentences(), chunk_schedule(schedule, auto_mode)).subscribe(
+        out.append
+    )
+    assert sum(map(is_flush, out)) == sum(map(is_flush, tokens))
+    for got, given_ in zip(split_turns(out), split_turns(tokens), strict=True):
+        assert squash("".join(got)) == squash("".join(given_))
+        assert all(chunk.strip() for chunk in got)
