@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import reactivex
 from hypothesis import given, settings
@@ -81,4 +83,5 @@ def test_property_never_adds_text_and_keeps_words(segment: str) -> None:
     assert spoken == spoken.strip()
     # Only markup is removed: every word of the output comes from the input, in order.
     assert spoken.count("word") <= segment.count("word")
-    assert len(spoken) <= len(segment)
+    # Table cells are read as a list ("a | b" -> "a, b"): separators are the only addition.
+    assert len(re.sub(r"[\s,]", "", spoken)) <= len(re.sub(r"\s", "", segment))
