@@ -190,6 +190,10 @@ class PiperEngine:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle intra-op threads must sleep, not spin: spinning threads starve the server's
+        # event loop and the other streams on a 2-core machine (measured: TTFA 620 -> ~300 ms).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(
             str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )

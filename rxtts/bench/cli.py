@@ -1,0 +1,139 @@
+"""``rxtts bench``: run the benchmarks of issue 8, print their tables, write JSON.
+
+::
+
+    rxtts bench [all|ttfa|client|bargein|scale|segmenter] [--quick] [--out DIR]
+                [--engine piper|tone]
+
+Benchmarks (each module's docstring describes its method):
+
+- ``ttfa`` (:mod:`rxtts.bench.ttfa`): end-to-end TTFA per preset, engine vs the rest;
+- ``client`` (:mod:`rxtts.bench.client_overhead`): rxtts vs the kugelaudio 2.7.0 SDK;
+- ``bargein`` (:mod:`rxtts.bench.bargein`): cancel -> ``interrupted`` ack / last audio;
+- ``scale`` (:mod:`rxtts.bench.scale`): concurrent real-time sessions and connections;
+- ``segmenter`` (:mod:`rxtts.bench.segmenter`): accuracy and per-token cost vs pysbd.
+
+Tables go to stdout, progress to stderr. ``--out`` (default ``bench-results``) receives
+``<name>.json`` per benchmark and ``results.json``: the machine (CPU model, cores, RAM,
+OS, Python, numpy, onnxruntime, date, load average), the command, each benchmark's
+result, wall time, load average before/after and printed table. ``--quick`` runs every
+benchmark with small counts (what ``tests/test_bench.py`` checks with ``--engine tone``).
+The full suite with piper takes several minutes on 2 cores; nothing here is a timed
+test. Exit status: 0, 1 if a benchmark failed (the others still run), 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import json
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rxtts.bench._stats import describe_machine, load_average, machine_info, progress
+
+__all__ = ["BENCHMARKS", "build_parser", "main"]
+
+BENCHMARKS: dict[str, str] = {
+    "ttfa": "rxtts.bench.ttfa",
+    "client": "rxtts.bench.client_overhead",
+    "bargein": "rxtts.bench.bargein",
+    "scale": "rxtts.bench.scale",
+    "segmenter": "rxtts.bench.segmenter",
+}
+"""Benchmark name -> module; each has ``run(out_json, ...) -> dict``."""
+DEFAULT_OUT = "bench-results"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rxtts bench`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="rxtts bench",
+        description="Run the rxtts benchmarks: print tables, write JSON (see rxtts.bench.cli).",
+    )
+    p.add_argument("which", nargs="?", default="all", choices=["all", *BENCHMARKS], help="default: all")
+    p.add_argument("--quick", action="store_true", help="small counts (a smoke run, minutes -> seconds)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"directory for the JSON files (default {DEFAULT_OUT})")
+    p.add_argument(
+        "--engine",
+        choices=("piper", "tone"),
+        default="piper",
+        help="engine of the TTFA, client, barge-in and streaming-scale servers (default piper)",
+    )
+    return p
+
+
+def _run_one(name: str, out_dir: Path, engine: str, quick: bool) -> tuple[dict[str, Any], str]:
+    """Run one benchmark; returns its result and the table it printed."""
+    module = importlib.import_module(BENCHMARKS[name])
+    out_json = out_dir / f"{name}.json"
+    if name == "segmenter":
+        # Written by the operators team: run(out_json) prints its own table.
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            result: dict[str, Any] = module.run(out_json)
+        table = buffer.getvalue().rstrip("\n")
+        print(table, flush=True)
+        return result, table
+    result = module.run(out_json, engine=engine, quick=quick)
+    return result, module.format_result(result)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rxtts bench``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.engine == "piper":
+        from rxtts.server.engines.piper import piper_available
+
+        if not piper_available():
+            print(
+                "rxtts bench: the piper engine is not installed (pip install 'rxtts[piper]'); "
+                "use --engine tone for a smoke run",
+                file=sys.stderr,
+            )
+            return 2
+    names = list(BENCHMARKS) if args.which == "all" else [args.which]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    machine = machine_info()
+    progress(f"machine: {describe_machine(machine)}")
+    combined: dict[str, Any] = {
+        "command": ["rxtts", "bench", *(sys.argv[1:] if argv is None else argv)],
+        "quick": args.quick,
+        "engine": args.engine,
+        "machine": machine,
+        "machine_description": describe_machine(machine),
+        "benchmarks": {},
+    }
+    failed = False
+    for name in names:
+        progress(f"== {name} ==")
+        entry: dict[str, Any] = {"load_average_before": load_average()}
+        started = time.monotonic()
+        try:
+            result, table = _run_one(name, out_dir, args.engine, args.quick)
+            entry.update(result=result, table=table)
+        except Exception as exc:
+            failed = True
+            traceback.print_exc()
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            print(f"rxtts bench: {name} failed: {entry['error']}", file=sys.stderr)
+        entry["seconds"] = round(time.monotonic() - started, 1)
+        entry["load_average_after"] = load_average()
+        combined["benchmarks"][name] = entry
+        print(flush=True)
+    combined["load_average_end"] = load_average()
+    path = out_dir / "results.json"
+    path.write_text(json.dumps(combined, indent=2, ensure_ascii=False) + "\n")
+    progress(f"wrote {path}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
