@@ -8,6 +8,27 @@ on the event loop thread; engines run on the app's thread pool (:mod:`.pipeline`
 
 REST (``GET /v1/models``, ``/v1/voices``, ``/v1/voices/{id}``, ``/health``) is answered
 in ``process_request`` before any upgrade, as is the API-key check (PROTOCOL G-2).
+
+Backpressure (a slow or stalled client never makes the server buffer without bound):
+
+- Input: a client frame is at most 1 MiB (bigger closes 1009, PROTOCOL G-5). Text not yet
+  handed to the engine is limited to ``max_buffered_chars`` per socket on ``/ws/tts`` and
+  ``/ws/tts/stream`` (every queued request/turn counts) and per context on
+  ``/ws/tts/multi`` (at most 20 contexts); more is refused with ``VALIDATION_ERROR``,
+  never dropped silently (DESIGN 7).
+- Pacing: stream and multi audio leaves at most ``max_lead_seconds`` ahead of real-time
+  playback; ``/ws/tts`` sends as fast as the client reads. Writes wait for the socket
+  (``websockets`` drains its 32 KiB write buffer), so unsent frames wait in the
+  connection's send queue.
+- Output gate: while that queue holds ``max_queued_bytes`` or more, the connection's
+  pipelines start no new engine job (:class:`~rxtts.server.pipeline.GatedExecutor`); the
+  held chunk starts once the client has read the queue below the limit. The queue is
+  therefore bounded by ``max_queued_bytes`` plus one chunk's audio per running pipeline.
+- Reading pauses while the queue holds twice that (only replies to a client that does not
+  read pile up so far): its further frames wait in TCP, pushing back on the client.
+- A client that reads nothing for ``send_timeout`` seconds while a frame waits for it is
+  disconnected (keepalive pings cannot detect it: they wait behind the same full buffer);
+  its pipelines are disposed and the engine is cancelled mid-chunk.
 """
 
 from __future__ import annotations
@@ -19,12 +40,14 @@ import http
 import json
 import logging
 import os
+import re
+import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from reactivex.scheduler.eventloop import AsyncIOThreadSafeScheduler
@@ -78,6 +101,7 @@ __all__ = [
     "API_KEY_ENV",
     "KUGEL_MODEL_IDS",
     "ServerOptions",
+    "ServerStats",
     "TtsApp",
 ]
 
@@ -99,6 +123,28 @@ _AUTH_PARAMS = ("api_key", "token", "master_key")
 _WS_PATHS = frozenset(e.value for e in Endpoint)
 _MAX_ERROR_CHARS = 2000
 _NATIVE_RATE = 24000  # PROTOCOL 3.5: tts total_samples are counted at the native 24 kHz
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_SECRET_PARAM = re.compile(r"\b(api_key|token|master_key)=[^&\s#]*", re.IGNORECASE)
+_SECRET_HEADER = re.compile(r"^([<>] (?:authorization|x-api-key):).*$", re.IGNORECASE | re.MULTILINE)
+
+
+class _RedactKeys(logging.Filter):
+    """Hides API keys in log records: at DEBUG, websockets logs every request line and
+    header through this server's logger (``?api_key=``, ``Authorization``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to the handler
+            return True
+        redacted = _SECRET_HEADER.sub(r"\1 ***", _SECRET_PARAM.sub(r"\1=***", message))
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+log.addFilter(_RedactKeys())  # DESIGN 4: the key itself is never logged
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,17 +176,69 @@ class ServerOptions:
     max_lead_seconds: float | None = 1.0
     """Stream/multi audio is sent at most this far ahead of real-time playback, so a
     cancel leaves little audio in flight (PROTOCOL S-5, M-7); ``None`` = no pacing."""
-    """Seconds to wait for a client's close frame before dropping TCP (fast shutdown)."""
+    max_queued_bytes: int = 4 << 20
+    """Per-connection send queue size at which engine work pauses (output backpressure);
+    reading from the client pauses at twice this size (module docstring)."""
+    send_timeout: float | None = 60.0
+    """Seconds one frame may wait for a client that reads nothing before the connection
+    is dropped; ``None`` = wait forever."""
 
     def __post_init__(self) -> None:
         if self.idle_flush_seconds <= 0 or self.inactivity_timeout <= 0:
             raise ValueError("idle_flush_seconds and inactivity_timeout must be > 0")
-        if self.max_buffered_chars <= 0 or self.workers <= 0:
-            raise ValueError("max_buffered_chars and workers must be > 0")
+        if self.max_buffered_chars <= 0 or self.workers <= 0 or self.max_queued_bytes <= 0:
+            raise ValueError("max_buffered_chars, max_queued_bytes and workers must be > 0")
+        if self.send_timeout is not None and self.send_timeout <= 0:
+            raise ValueError("send_timeout must be > 0 or None")
         if not 1 <= self.max_contexts <= MAX_CONTEXTS:
             raise ValueError(f"max_contexts must be in [1, {MAX_CONTEXTS}]")
         if self.price_cents_per_minute is not None and self.price_cents_per_minute < 0:
             raise ValueError("price_cents_per_minute must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStats:
+    """A read-only snapshot of the server's live work (:meth:`TtsApp.stats`)."""
+
+    connections: int
+    """Open WebSocket sessions."""
+    pipelines: int
+    """Synthesis pipelines not yet disposed (stream turns, tts requests, multi contexts)."""
+    contexts: int
+    """Open multi contexts over all ``/ws/tts/multi`` sockets."""
+    synthesis_jobs: int
+    """Engine calls submitted to the worker pool and not yet finished."""
+    queued_frames: int
+    """Outgoing frames waiting in the per-connection send queues."""
+    queued_bytes: int
+    """Characters of those frames (their size on the wire)."""
+    tasks: int
+    """Unfinished asyncio tasks of the server loop (0 when not called on it)."""
+
+
+class _CountingExecutor(ThreadPoolExecutor):
+    """The engine worker pool, counting jobs in flight for :class:`ServerStats`."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers, thread_name_prefix="rxtts-engine")
+        self._count_lock = threading.Lock()
+        self.in_flight = 0
+        """Jobs submitted and not yet finished (or cancelled)."""
+
+    def _done(self, _: object = None) -> None:
+        with self._count_lock:
+            self.in_flight -= 1
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        with self._count_lock:
+            self.in_flight += 1
+        try:
+            future = super().submit(fn, *args, **kwargs)
+        except BaseException:
+            self._done()
+            raise
+        future.add_done_callback(self._done)
+        return future
 
 
 # -- HTTP ---------------------------------------------------------------------------------
@@ -208,6 +306,9 @@ class _Out:
     """Pipeline whose cancel drops this frame if still unsent."""
     seconds: float = 0.0
     """Audio duration carried (paced frames only)."""
+    lane: str | None = ""
+    """Ordering lane: frames leave in order within a lane and may overtake a paced frame
+    of another lane (multi: one lane per context); ``None`` = keeps its place among all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +342,10 @@ class _Session:
         self._play_end: dict[str, float] = {}
         self._wakeup = asyncio.Event()
         self._close_after: _Close | None = None
+        self._queued_bytes = 0
+        self._gate_closed = False
+        self._reading = asyncio.Event()
+        self._reading.set()
 
     # -- machine hooks (per endpoint) --------------------------------------------------
 
@@ -277,6 +382,10 @@ class _Session:
         """Which playback clock a pipeline's audio runs on (stream: one per socket)."""
         return ""
 
+    def queued(self) -> list[_Out]:
+        """Frames waiting to be written (introspection, :meth:`TtsApp.stats`)."""
+        return [o for o in self._out if isinstance(o, _Out)]
+
     # -- main loop -----------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -286,6 +395,8 @@ class _Session:
             # the last frames are out; frames arriving meanwhile get error frames.
             async for message in self.ws:
                 self.on_message(message)
+                # Backpressure: replies pile up unread; stop reading (module docstring).
+                await self._reading.wait()
         except ConnectionClosed:
             pass  # PROTOCOL G-12: the client may vanish at any time
         finally:
@@ -347,7 +458,7 @@ class _Session:
             if held + _letters(text) > limit:
                 # DESIGN 7: never drop accepted text silently: refuse it, say so.
                 return _refusal(
-                    f"text refused: the turn would buffer more than {limit} unspoken characters "
+                    f"text refused: this would buffer more than {limit} unspoken characters "
                     f"({held} already waiting); flush or wait for audio"
                 )
         return None
@@ -380,7 +491,13 @@ class _Session:
     def open(self, key: str, config: WireConfig) -> None:
         voice = self.app.voice(config.voice_id)
         spec = PipelineSpec(
-            self.app.engine, voice, config, self.app.executor, self.scheduler, self.app.options.frame_ms
+            self.app.engine,
+            voice,
+            config,
+            self.app.executor,
+            self.scheduler,
+            self.app.options.frame_ms,
+            gate=self.output_open,
         )
         old = self.runners.pop(key, None)
         if old is not None:
@@ -403,7 +520,27 @@ class _Session:
         """Remove unsent frames (PROTOCOL S-5/M-7: stop at once, nothing stale after)."""
         if any(isinstance(o, _Out) and drop(o) for o in self._out):
             self._out = deque(o for o in self._out if not (isinstance(o, _Out) and drop(o)))
+            self._queued_bytes = sum(len(o.text) for o in self._out if isinstance(o, _Out))
             self._wakeup.set()
+            self._flow()
+
+    def output_open(self) -> bool:
+        """Whether the send queue has room for more engine output (module docstring)."""
+        return self._queued_bytes < self.app.options.max_queued_bytes
+
+    def _flow(self) -> None:
+        """Open/close the output gate and the reader after the send queue changed size."""
+        limit = self.app.options.max_queued_bytes
+        if self._queued_bytes >= limit:
+            self._gate_closed = True
+        elif self._gate_closed:
+            self._gate_closed = False
+            for runner in list(self.runners.values()):
+                runner.resume()
+        if self._queued_bytes >= 2 * limit:
+            self._reading.clear()
+        else:
+            self._reading.set()
 
     def reap(self) -> None:
         """Dispose pipelines the machine has finished; start the next sequential one."""
@@ -463,14 +600,15 @@ class _Session:
                 frame, AudioFrame | GenerationStartedFrame | ChunkCompleteFrame | WordTimestampsFrame
             )
             seconds = frame.samples / frame.sr if isinstance(frame, AudioFrame) else 0.0
-            self._enqueue(_Out(self._encode(frame), key if purgeable else None, seconds))
+            lane = self.lane(frame)
+            self._enqueue(_Out(self._encode(frame), key if purgeable else None, seconds, lane))
+
+    def lane(self, frame: ServerFrame) -> str | None:
+        """The ordering lane of ``frame`` (stream, tts: one lane, strict order)."""
+        return ""
 
     def send_error(self, exc: ProtocolError, context_id: str | None) -> None:
-        message = (
-            exc.message if len(exc.message) <= _MAX_ERROR_CHARS else exc.message[:_MAX_ERROR_CHARS] + "..."
-        )
-        code = exc.error_code or "PROTOCOL_ERROR"
-        self.send([ErrorFrame(message, code, exc.status or 400, context_id=context_id)])
+        self.send([_error_frame(exc, context_id)])
 
     def _encode(self, frame: ServerFrame) -> str:
         text = encode(frame)
@@ -482,50 +620,107 @@ class _Session:
 
     def _enqueue(self, item: _Out | _Close) -> None:
         self._out.append(item)
+        if isinstance(item, _Out):
+            self._queued_bytes += len(item.text)
+            self._flow()
         self._wakeup.set()
 
     async def _writer(self) -> None:
-        # One writer keeps frames in exactly the order the machine produced them.
+        try:
+            await self._write_queue()
+        finally:
+            self._reading.set()  # the reader must see the close, never wait for room
+
+    async def _write_queue(self) -> None:
+        # One writer keeps frames in the order the machine produced them (per lane).
         while True:
             if not self._out:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            item = self._out[0]
-            if isinstance(item, _Out) and item.key is not None and item.seconds:
-                wait = self._pace(item)
-                if wait > 0:
-                    self._wakeup.clear()  # a cancel/purge wakes us up early
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), wait)
-                    continue
-            self._out.popleft()
+            index, wait = self._next_ready()
+            if index < 0:
+                self._wakeup.clear()  # a new frame, a cancel or a purge wakes us up early
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), wait)
+                continue
+            item = self._out[index]
+            del self._out[index]
+            if isinstance(item, _Out):
+                self._advance_clock(item)
+                self._queued_bytes -= len(item.text)
+                self._flow()
             if isinstance(item, _Close):
                 self.shutdown()
                 await self.ws.close(item.code, item.reason)
                 return
             try:
-                await self.ws.send(item.text)
+                async with asyncio.timeout(self.app.options.send_timeout):
+                    await self.ws.send(item.text)
             except ConnectionClosed:
                 return
+            except TimeoutError:
+                # Backpressure (module docstring): a client that reads nothing at all is
+                # gone; keepalive cannot tell, its ping waits behind the same full buffer.
+                log.info("dropping a connection that read nothing for %s s", self.app.options.send_timeout)
+                self.ws.transport.abort()
+                return
+
+    def _next_ready(self) -> tuple[int, float]:
+        """Index of the first frame that may leave now, else ``(-1, seconds to wait)``.
+
+        A frame held back by pacing holds back the rest of its lane only: on multi a
+        context whose audio waits for its playback clock never delays another context
+        (PROTOCOL 6.1: one context plays while another pre-buffers; M-5: per-context
+        order). Frames without a lane (``session_closed``, the close) overtake nothing.
+        """
+        blocked: set[str] = set()
+        wait = 0.0
+        for index, item in enumerate(self._out):
+            lane = item.lane if isinstance(item, _Out) else None
+            if lane is None and index > 0:
+                break
+            if lane is not None and lane in blocked:
+                continue
+            delay = self._pace(item) if isinstance(item, _Out) else 0.0
+            if delay <= 0:
+                return index, 0.0
+            wait = delay if not blocked else min(wait, delay)
+            if lane is None or not self.interleaved():
+                break
+            blocked.add(lane)
+        return -1, wait
+
+    def interleaved(self) -> bool:
+        """Whether frames of different lanes may overtake each other (multi)."""
+        return False
 
     def _pace(self, item: _Out) -> float:
-        """Seconds to hold ``item`` back; 0 = send now (and advance the playback clock).
+        """Seconds to hold ``item`` back; 0 = it may be sent now.
 
         PROTOCOL S-5/M-7 want <= ~1 s of audio after a cancel; a neural engine makes a
         whole clause at once, so audio leaves at most ``max_lead`` ahead of real-time
         playback, estimated by a virtual clock per socket (stream) or context (multi).
         """
         lead = self.max_lead()
-        if lead is None or item.key is None:
+        if lead is None or item.key is None or not item.seconds:
             return 0.0
+        now = self.loop.time()
+        end = max(self._play_end.get(self.pace_key(item.key), now), now)
+        return end - now - lead if end - now > lead else 0.0
+
+    def _advance_clock(self, item: _Out) -> None:
+        """``item`` leaves now: its audio extends its playback clock."""
+        if self.max_lead() is None or item.key is None or not item.seconds:
+            return
         clock = self.pace_key(item.key)
         now = self.loop.time()
-        end = max(self._play_end.get(clock, now), now)
-        if end - now > lead:
-            return end - now - lead
-        self._play_end[clock] = end + item.seconds
-        return 0.0
+        self._play_end[clock] = max(self._play_end.get(clock, now), now) + item.seconds
+
+
+def _error_frame(exc: ProtocolError, context_id: str | None) -> ErrorFrame:
+    message = exc.message if len(exc.message) <= _MAX_ERROR_CHARS else exc.message[:_MAX_ERROR_CHARS] + "..."
+    return ErrorFrame(message, exc.error_code or "PROTOCOL_ERROR", exc.status or 400, context_id=context_id)
 
 
 def _refusal(message: str) -> ProtocolError:
@@ -551,9 +746,8 @@ class _StreamSession(_Session):
         return self.machine.receive(frame)
 
     def buffered_chars(self, frame: ClientFrame) -> int:
-        turn = self.machine.open_turn
-        runner = self.runners.get(turn) if turn is not None else None
-        return runner.pending_chars if runner is not None else 0
+        # Backpressure (module docstring): turns queued behind the speaking one count too.
+        return sum(runner.pending_chars for runner in self.runners.values())
 
     def after_frame(self, frame: ClientFrame) -> None:
         turn = self.machine.open_turn
@@ -622,6 +816,14 @@ class _MultiSession(_Session):
 
     def sequential(self) -> bool:
         return False
+
+    def interleaved(self) -> bool:
+        return True
+
+    def lane(self, frame: ServerFrame) -> str | None:
+        # PROTOCOL M-5: per-context order; contexts may interleave.
+        context_id: str | None = getattr(frame, "context_id", None)
+        return context_id
 
     def pace_key(self, key: str) -> str:
         return key  # each context is its own speaker
@@ -713,6 +915,19 @@ class _TtsSession(_Session):
     def receive(self, frame: ClientFrame) -> list[Command]:
         return self.machine.receive(frame)
 
+    def buffered_chars(self, frame: ClientFrame) -> int:
+        # Backpressure (module docstring): every request still waiting counts.
+        return sum(runner.pending_chars for runner in self.runners.values())
+
+    def send_error(self, exc: ProtocolError, context_id: str | None) -> None:
+        # PROTOCOL T-2: refusals (unknown voice, buffer limit, bad JSON) are answers too and
+        # wait behind the pending requests; sent at once the SDKs blame the request in
+        # flight for them (found by tests/test_reliability_security.py).
+        if self.machine.queue:
+            self.machine.owed.setdefault(self.machine.queue[-1], []).append(_error_frame(exc, context_id))
+            return
+        super().send_error(exc, context_id)
+
     def max_lead(self) -> float | None:
         return None  # no cancel on /ws/tts: send as fast as it is made
 
@@ -758,11 +973,33 @@ class TtsApp:
         """Voices by id."""
         self.pricing = Pricing(self.options.price_cents_per_minute)
         """Cost of usage (``None`` price = cost unavailable)."""
-        self.executor = ThreadPoolExecutor(self.options.workers, thread_name_prefix="rxtts-engine")
+        self.executor = _CountingExecutor(self.options.workers)
         """Worker threads for engine calls."""
         self.local_model_id = f"rxtts-{engine.name}"
         """The model id of the local engine in ``GET /v1/models``."""
         self.sessions: set[_Session] = set()
+
+    def stats(self) -> ServerStats:
+        """A snapshot of connections, pipelines, engine jobs and send queues.
+
+        Read-only; call it on the server's event loop thread (``RunningServer.stats()``
+        does), where the session state lives.
+        """
+        sessions = list(self.sessions)
+        queued = [o for s in sessions for o in s.queued()]
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # not on a running loop
+            tasks = 0
+        return ServerStats(
+            connections=len(sessions),
+            pipelines=sum(len(s.runners) for s in sessions),
+            contexts=sum(len(s.machine.open_contexts) for s in sessions if isinstance(s, _MultiSession)),
+            synthesis_jobs=self.executor.in_flight,
+            queued_frames=len(queued),
+            queued_bytes=sum(len(o.text) for o in queued),
+            tasks=tasks,
+        )
 
     def knows_model(self, model_id: str) -> bool:
         """Whether ``model_id`` names the local engine or a hosted alias (PROTOCOL 7)."""

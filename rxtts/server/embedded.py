@@ -8,6 +8,7 @@ whose loop is already running), and it returns only once the socket accepts conn
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 from websockets.asyncio.server import Server
 
-from rxtts.server.app import ServerOptions, TtsApp
+from rxtts.server.app import ServerOptions, ServerStats, TtsApp
 from rxtts.server.engines.base import Engine
 from rxtts.server.engines.catalogue import best_available_engine, build_engine
 
@@ -66,6 +67,26 @@ class RunningServer:
     def running(self) -> bool:
         """Whether the server thread is alive."""
         return self._thread.is_alive()
+
+    def stats(self, timeout: float = 5.0) -> ServerStats:
+        """:meth:`TtsApp.stats`, taken on the server's loop thread (read-only).
+
+        Raises:
+            RuntimeError: the server is not running.
+            TimeoutError: the loop did not answer within ``timeout`` seconds.
+        """
+        result: concurrent.futures.Future[ServerStats] = concurrent.futures.Future()
+
+        def take() -> None:
+            try:
+                result.set_result(self.app.stats())
+            except BaseException as exc:  # pragma: no cover - stats() only reads
+                result.set_exception(exc)
+
+        if not self._thread.is_alive():
+            raise RuntimeError("the server is not running")
+        self._loop.call_soon_threadsafe(take)
+        return result.result(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Close every socket with 1001, stop the engines, join the thread (idempotent)."""

@@ -9,18 +9,22 @@
 :class:`PipelineRunner` is the I/O side of one pipeline: it buffers text until the
 pipeline starts (stream turn N+1 waits for turn N, PROTOCOL S-6), counts unspoken
 characters (the per-turn buffer limit, DESIGN 7), runs the ``flush_timeout_ms`` idle
-timer and disposes everything on cancel.
+timer, holds engine jobs while the connection's send queue is full (:class:`GatedExecutor`,
+the server's output backpressure) and disposes everything on cancel.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
+import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from reactivex import Observable, abc
 from reactivex import operators as ops
@@ -37,22 +41,36 @@ from rxtts.server.engines.base import Engine, SynthesisSettings, VoiceInfo
 
 __all__ = [
     "DEFAULT_MAX_BUFFER_LENGTH",
+    "MAX_FLUSH_TIMEOUT_MS",
+    "GatedExecutor",
     "PipelineRunner",
     "PipelineSpec",
     "build_pipeline",
     "estimate_word_timestamps",
+    "flush_timeout_ms",
     "synthesis_settings",
 ]
 
 DEFAULT_MAX_BUFFER_LENGTH = 1000
 """Characters that force a chunk when the client sets no ``max_buffer_length`` (PROTOCOL 7)."""
+MAX_FLUSH_TIMEOUT_MS = 86_400_000
+"""Longer ``flush_timeout_ms`` values act as one day (``timedelta`` overflows past ~1e17)."""
 
 _WORD = re.compile(r"\S+")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def _letters(text: str) -> int:
     """Non-space characters: the operators keep all of them, so counts balance exactly."""
     return len(text) - sum(c.isspace() for c in text)
+
+
+def flush_timeout_ms(config: WireConfig) -> int | None:
+    """The client's ``flush_timeout_ms``, capped at :data:`MAX_FLUSH_TIMEOUT_MS`."""
+    # Found by fuzzing: any positive int passes validation, 10**30 crashed the turn.
+    value = config.flush_timeout_ms
+    return None if value is None else min(value, MAX_FLUSH_TIMEOUT_MS)
 
 
 def synthesis_settings(config: WireConfig) -> SynthesisSettings:
@@ -78,6 +96,9 @@ class PipelineSpec:
     """Thread-safe scheduler of the connection's event loop (timers, result hops)."""
     frame_ms: int = 80
     """Audio frame length."""
+    gate: Callable[[], bool] | None = None
+    """Output backpressure: while it returns False no new engine job starts (the
+    connection's send queue is full); ``None`` = never hold."""
 
     @property
     def output_format(self) -> OutputFormat:
@@ -104,7 +125,7 @@ def build_pipeline(
             schedule=cfg.chunk_length_schedule or DEFAULT_SCHEDULE,
             auto_mode=bool(cfg.auto_mode),
             max_buffer_length=cfg.max_buffer_length or DEFAULT_MAX_BUFFER_LENGTH,
-            flush_timeout_ms=cfg.flush_timeout_ms,
+            flush_timeout_ms=flush_timeout_ms(cfg),
             scheduler=spec.scheduler,
         ),
     )
@@ -115,6 +136,62 @@ def build_pipeline(
         synthesize(spec.engine, spec.voice, synthesis_settings(cfg), spec.executor, spec.scheduler),
         encode_audio(spec.output_format, spec.frame_ms),
     )
+
+
+def _copy_outcome(source: Future[_T], target: Future[_T]) -> None:
+    if source.cancelled():
+        target.cancel()
+    elif (exc := source.exception()) is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(source.result())
+
+
+class GatedExecutor(Executor):
+    """An executor that holds new jobs while ``gate()`` is False (output backpressure).
+
+    Jobs submitted while the gate is closed wait here, in order, until :meth:`release`
+    finds it open again; :meth:`drop` cancels them (the pipeline was disposed).
+    ``shutdown`` only drops held jobs: the wrapped pool is shared and stays up.
+    """
+
+    def __init__(self, inner: Executor, gate: Callable[[], bool]) -> None:
+        self._inner = inner
+        self._gate = gate
+        self._lock = threading.Lock()
+        self._held: deque[tuple[Future[Any], Callable[[], Any]]] = deque()
+
+    @property
+    def held(self) -> int:
+        """Jobs waiting for the gate."""
+        return len(self._held)
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        with self._lock:
+            if not self._held and self._gate():
+                return self._inner.submit(fn, *args, **kwargs)
+            future: Future[_T] = Future()
+            self._held.append((future, functools.partial(fn, *args, **kwargs)))
+            return future
+
+    def release(self) -> None:
+        """Start held jobs, oldest first, while the gate is open."""
+        with self._lock:
+            while self._held and self._gate():
+                future, job = self._held.popleft()
+                if future.set_running_or_notify_cancel():
+                    inner = self._inner.submit(job)
+                    inner.add_done_callback(functools.partial(_copy_outcome, target=future))
+
+    def drop(self) -> None:
+        """Cancel every held job."""
+        with self._lock:
+            held, self._held = self._held, deque()
+        for future, _ in held:
+            future.cancel()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.drop()
 
 
 def estimate_word_timestamps(text: str, audio_seconds: float) -> tuple[WordTimestamp, ...]:
@@ -175,6 +252,7 @@ class PipelineRunner:
         self._soft_timer = SerialDisposable()
         self._soft_flushes: deque[bool] = deque()
         self._unflushed = 0
+        self._gated = GatedExecutor(spec.executor, spec.gate) if spec.gate is not None else None
 
     @property
     def busy(self) -> bool:
@@ -186,7 +264,8 @@ class PipelineRunner:
         if self.started or self.disposed:
             return
         self.started = True
-        pipeline = build_pipeline(self._subject, self.spec, self._soft_flushes.popleft)
+        spec = self.spec if self._gated is None else dataclasses.replace(self.spec, executor=self._gated)
+        pipeline = build_pipeline(self._subject, spec, self._soft_flushes.popleft)
         self._subscription = pipeline.subscribe(self._event, self._error, scheduler=self.spec.scheduler)
         backlog, self._backlog = self._backlog, []
         for item in backlog:
@@ -203,17 +282,26 @@ class PipelineRunner:
         else:
             self._backlog.append(item)
 
+    def resume(self) -> None:
+        """The send queue has room again: start the engine job held back, if any."""
+        if self._gated is not None and not self.disposed:
+            self._gated.release()
+
     def dispose(self) -> None:
         """Stop at once: the engine is cancelled mid-chunk, queued text dropped (S-5)."""
         if self.disposed:
             return
         self.disposed = True
         self._backlog.clear()
+        if self._gated is not None:
+            self._gated.drop()
         self._soft_timer.dispose()
         if self._subscription is not None:
             self._subscription.dispose()
 
     def _forward(self, item: TextItem) -> None:
+        if self.disposed:  # the previous item ended the pipeline (e.g. a synchronous flush)
+            return
         if item is FLUSH:
             self._soft_flushes.append(False)
             self._unflushed = 0
@@ -227,7 +315,7 @@ class PipelineRunner:
     def _arm_soft_flush(self) -> None:
         # PROTOCOL U-11: flush_timeout_ms without input releases partial text as a chunk
         # within the turn (the turn itself goes on: the FLUSH is swallowed downstream).
-        timeout_ms = self.spec.config.flush_timeout_ms
+        timeout_ms = flush_timeout_ms(self.spec.config)
         if timeout_ms is None or not self._unflushed:
             return
 

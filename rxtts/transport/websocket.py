@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from rxtts.errors import (
 from rxtts.protocol.frames import ClientFrame, Endpoint, ServerFrame, decode_server_frames, encode
 
 log = logging.getLogger("rxtts.transport")
+_ws_log = logging.getLogger("rxtts.transport.websockets")
+"""websockets' own logger; at DEBUG it logs the request line, i.e. the ``api_key``."""
 
 SDK_NAME: Final = "rxtts"
 """Value of the ``sdk`` query parameter (PROTOCOL 2.1: servers ignore it)."""
@@ -146,6 +149,25 @@ def redact(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     query = [(k, "***" if k == "api_key" else v) for k, v in urllib.parse.parse_qsl(parts.query)]
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+_KEY_PARAM = re.compile(r"api_key=[^&\s#]*")
+
+
+class _RedactKeys(logging.Filter):
+    """Hides the ``api_key`` of request lines websockets logs at DEBUG (see :func:`redact`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to the handler
+            return True
+        if "api_key=" in message:
+            record.msg, record.args = _KEY_PARAM.sub("api_key=***", message), ()
+        return True
+
+
+_ws_log.addFilter(_RedactKeys())
 
 
 # -- options and close info ----------------------------------------------------------------
@@ -373,6 +395,7 @@ async def open_connection(url: str, options: TransportOptions | None = None) -> 
             compression=opts.compression,
             additional_headers=list(opts.additional_headers) or None,
             proxy=None if host in _LOOPBACK else True,
+            logger=_ws_log,  # never log the key (DESIGN 4)
         )
     except InvalidStatus as exc:
         response = exc.response
