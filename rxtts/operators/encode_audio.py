@@ -91,7 +91,13 @@ class _Encoder:
     def _feed(self, samples: npt.NDArray[np.float32], rate: int) -> None:
         if self.resampler is None or self.resampler.from_rate != rate:
             self.resampler = StreamResampler(rate, self.rate, dtype=np.float32)
-        out = self.resampler.feed(np.asarray(samples, dtype=np.float32))
+        samples = np.asarray(samples, dtype=np.float32)
+        head = 2 * rate * self.frame // self.rate
+        if not self.first_sent and samples.size > 2 * head:
+            # Low TTFA: resample and send the start of a long block before the rest.
+            self._feed(samples[:head], rate)
+            samples = samples[head:]
+        out = self.resampler.feed(samples)
         self.pending = np.concatenate([self.pending, out]) if self.pending.size else out
         if not self.first_sent and self.pending.size:
             self._emit(min(self.frame, self.pending.size))  # low TTFA: no waiting for a full frame

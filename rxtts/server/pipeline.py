@@ -132,9 +132,12 @@ def build_pipeline(
     if drop_flush is not None:
         keep = drop_flush
         chunks = chunks.pipe(ops.filter(lambda item: item is not FLUSH or not keep()))
+    # Resampling and framing run on the engine's worker thread; each frame then hops to
+    # the loop on its own, so frame 0 is on the wire while the rest is still encoded.
     return chunks.pipe(
-        synthesize(spec.engine, spec.voice, synthesis_settings(cfg), spec.executor, spec.scheduler),
+        synthesize(spec.engine, spec.voice, synthesis_settings(cfg), spec.executor),
         encode_audio(spec.output_format, spec.frame_ms),
+        ops.observe_on(spec.scheduler),
     )
 
 
