@@ -88,12 +88,7 @@ async def until_settled(
 async def close_server_sockets(server: RunningServer, code: int, reason: str) -> int:
     """Close every open server-side WebSocket with ``code`` (a deploy restart, PROTOCOL G-11)."""
 
-    async def close_all() -> int:
-        sessions = list(server.app.sessions)
-        await asyncio.gather(*(s.ws.close(code, reason) for s in sessions))
-        return len(sessions)
-
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(close_all(), server._loop))
+    return await asyncio.to_thread(server.close_connections, code, reason)
 
 
 async def turn_events(obs: reactivex.Observable[TtsEvent], timeout: float = 15.0) -> list[TtsEvent]:

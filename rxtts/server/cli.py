@@ -40,6 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="engine worker threads")
     p.add_argument("--idle-flush-seconds", type=float, default=5.0, help="stream idle auto-flush")
     p.add_argument("--inactivity-timeout", type=float, default=20.0, help="multi context timeout (s)")
+    p.add_argument(
+        "--max-lead-seconds",
+        type=float,
+        default=1.0,
+        help="pace stream/multi audio at most this far ahead of real time; 0 = unpaced (default 1.0)",
+    )
+    p.add_argument(
+        "--max-queued-mib", type=float, default=4.0, help="per-connection send queue before backpressure"
+    )
+    p.add_argument(
+        "--send-timeout", type=float, default=60.0, help="drop a client that reads nothing for this long"
+    )
     p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     return p
 
@@ -71,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             idle_flush_seconds=args.idle_flush_seconds,
             inactivity_timeout=args.inactivity_timeout,
             workers=args.workers,
+            max_lead_seconds=args.max_lead_seconds or None,
+            max_queued_bytes=int(args.max_queued_mib * (1 << 20)),
+            send_timeout=args.send_timeout,
         )
         engine = resolve_engine(args.engine or "best", threads=args.threads)
         engine.warm_up()

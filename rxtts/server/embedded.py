@@ -88,6 +88,24 @@ class RunningServer:
         self._loop.call_soon_threadsafe(take)
         return result.result(timeout)
 
+    def close_connections(
+        self, code: int = 1012, reason: str = "service restart", timeout: float = 5.0
+    ) -> int:
+        """Close every open WebSocket with ``code``; returns how many were closed.
+
+        A deploy restart (PROTOCOL G-11: 1012, or 1013 while draining): clients replay a
+        turn that had no audio yet. The server itself keeps accepting connections.
+        """
+
+        async def close_all() -> int:
+            sessions = list(self.app.sessions)
+            await asyncio.gather(*(s.ws.close(code, reason) for s in sessions))
+            return len(sessions)
+
+        if not self._thread.is_alive():
+            raise RuntimeError("the server is not running")
+        return asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(timeout)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Close every socket with 1001, stop the engines, join the thread (idempotent)."""
         if self._thread.is_alive():
