@@ -331,6 +331,7 @@ class _Session:
     """Common I/O of one WebSocket: the ordered writer, command execution, pipelines."""
 
     endpoint: ClassVar[Endpoint]
+    machine: StreamServer | MultiServer | TtsServer
 
     def __init__(self, app: TtsApp, ws: ServerConnection) -> None:
         self.app = app
@@ -353,13 +354,13 @@ class _Session:
         raise NotImplementedError
 
     def chunk_started(self, key: str, text: str) -> list[ServerFrame]:
-        raise NotImplementedError
+        return self.machine.chunk_started(key, text)
 
     def audio(self, key: str, ev: EncodedAudio) -> list[ServerFrame]:
-        raise NotImplementedError
+        return self.machine.audio(key, ev.data, ev.encoding, ev.sample_rate, ev.samples)
 
     def chunk_done(self, runner: PipelineRunner, text: str, ev: ChunkDone) -> list[ServerFrame]:
-        raise NotImplementedError
+        return _chunk_done_frames(self.machine, runner, text, ev)
 
     def flush_done(self, runner: PipelineRunner) -> list[Command]:
         raise NotImplementedError
@@ -731,6 +732,7 @@ class _StreamSession(_Session):
     """``/ws/tts/stream``: turns, sticky config, barge-in, idle auto-flush (PROTOCOL 5)."""
 
     endpoint = Endpoint.STREAM
+    machine: StreamServer
 
     def __init__(self, app: TtsApp, ws: ServerConnection) -> None:
         super().__init__(app, ws)
@@ -772,15 +774,6 @@ class _StreamSession(_Session):
         self._cancel_idle()
         super().shutdown()
 
-    def chunk_started(self, key: str, text: str) -> list[ServerFrame]:
-        return self.machine.chunk_started(key, text)
-
-    def audio(self, key: str, ev: EncodedAudio) -> list[ServerFrame]:
-        return self.machine.audio(key, ev.data, ev.encoding, ev.sample_rate, ev.samples)
-
-    def chunk_done(self, runner: PipelineRunner, text: str, ev: ChunkDone) -> list[ServerFrame]:
-        return _chunk_done_frames(self.machine, runner, text, ev)
-
     def flush_done(self, runner: PipelineRunner) -> list[Command]:
         self.send(self.machine.flush_done(runner.key), runner.key, whole_turn=True)
         return []
@@ -808,6 +801,7 @@ class _MultiSession(_Session):
     """``/ws/tts/multi``: up to 20 concurrent contexts (PROTOCOL 6)."""
 
     endpoint = Endpoint.MULTI
+    machine: MultiServer
 
     def __init__(self, app: TtsApp, ws: ServerConnection) -> None:
         super().__init__(app, ws)
@@ -884,15 +878,6 @@ class _MultiSession(_Session):
         super().open(key, config)
         self.on_activity(key)
 
-    def chunk_started(self, key: str, text: str) -> list[ServerFrame]:
-        return self.machine.chunk_started(key, text)
-
-    def audio(self, key: str, ev: EncodedAudio) -> list[ServerFrame]:
-        return self.machine.audio(key, ev.data, ev.encoding, ev.sample_rate, ev.samples)
-
-    def chunk_done(self, runner: PipelineRunner, text: str, ev: ChunkDone) -> list[ServerFrame]:
-        return _chunk_done_frames(self.machine, runner, text, ev)
-
     def flush_done(self, runner: PipelineRunner) -> list[Command]:
         return self.machine.flush_done(runner.key)
 
@@ -907,6 +892,7 @@ class _TtsSession(_Session):
     """``/ws/tts``: one request at a time, answered in arrival order (PROTOCOL T-1..T-3)."""
 
     endpoint = Endpoint.TTS
+    machine: TtsServer
 
     def __init__(self, app: TtsApp, ws: ServerConnection) -> None:
         super().__init__(app, ws)
@@ -930,15 +916,6 @@ class _TtsSession(_Session):
 
     def max_lead(self) -> float | None:
         return None  # no cancel on /ws/tts: send as fast as it is made
-
-    def chunk_started(self, key: str, text: str) -> list[ServerFrame]:
-        return self.machine.chunk_started(key, text)
-
-    def audio(self, key: str, ev: EncodedAudio) -> list[ServerFrame]:
-        return self.machine.audio(key, ev.data, ev.encoding, ev.sample_rate, ev.samples)
-
-    def chunk_done(self, runner: PipelineRunner, text: str, ev: ChunkDone) -> list[ServerFrame]:
-        return _chunk_done_frames(self.machine, runner, text, ev)
 
     def flush_done(self, runner: PipelineRunner) -> list[Command]:
         native = round(runner.audio_seconds * _NATIVE_RATE)
