@@ -36,7 +36,7 @@ def test_sdk_tts_generate_and_stream(tone_server):
         assert len(response.audio) // 2 == pytest.approx(0.12 * 24000, abs=2)
         assert [w.word for w in response.word_timestamps] == ["Hello", "world."]
         assert response.usage is not None and response.usage.characters == 12
-        assert response.usage.cost_cents is None  # no price configured: not a fake 0
+        assert response.usage.cost_cents == 0.0  # default price 0: the local server is free
         items = list(client.tts.stream("Streamed text.", voice_id=1072, output_format="ulaw_8000"))
         chunks = [i for i in items if hasattr(i, "audio")]
         finals = [i for i in items if isinstance(i, dict) and i.get("final")]

@@ -109,8 +109,8 @@ def test_S3_flush_speaks_buffer_then_final_then_session_closed_with_usage(tone_s
     usage = closed["usage"]
     assert usage["characters"] == len("Hello world")
     assert abs(usage["audio_seconds"] - seconds) < 1e-3
-    # No price configured: never a fake 0 (PROTOCOL 3.5).
-    assert usage["cost_cents"] is None and usage["cost_unavailable"] is True
+    # Default price 0 (DESIGN 4): the local server is free, so 0.0 is the real cost.
+    assert usage["cost_cents"] == 0.0 and usage["currency"] == "eur"
     # tone engine: 10 ms per character
     assert abs(seconds - 0.11) < 0.01
 

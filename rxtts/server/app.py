@@ -153,8 +153,9 @@ class ServerOptions:
 
     api_key: str | None = None
     """Required ``api_key`` (or ``token``/``master_key``) on every upgrade; ``None`` = open."""
-    price_cents_per_minute: float | None = None
-    """EUR cents per minute of audio; ``None`` reports ``cost_cents: null`` (PROTOCOL 3.5)."""
+    price_cents_per_minute: float | None = 0.0
+    """EUR cents per minute of audio; 0 by default (the local server is free, DESIGN 4);
+    ``None`` reports ``cost_cents: null`` with ``cost_unavailable`` (PROTOCOL 3.5)."""
     idle_flush_seconds: float = 5.0
     """Unflushed stream turns end this long after their last text (PROTOCOL S-8)."""
     inactivity_timeout: float = 20.0

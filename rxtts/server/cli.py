@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--price-cents-per-minute",
         type=float,
-        default=None,
-        help="EUR cents per audio minute for usage; absent: cost reported as unavailable",
+        default=0.0,
+        help="EUR cents per audio minute for usage (default 0: the local server is free)",
     )
     p.add_argument("--threads", type=int, default=2, help="piper onnxruntime threads per inference")
     p.add_argument("--workers", type=int, default=2, help="engine worker threads")
