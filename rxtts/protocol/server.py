@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import TypeAlias
 
-from rxtts.config import DEFAULT_SCHEDULE, MAX_CONTEXTS, OutputFormat, VoiceSettings
+from rxtts.config import DEFAULT_SCHEDULE, MAX_CONTEXTS, VoiceSettings
 from rxtts.errors import LocalProtocolError, ProtocolError
 from rxtts.events import Encoding, SessionUsage
 from rxtts.protocol.frames import (
@@ -646,11 +646,6 @@ class TtsServer(_Machine):
         return [err, *self.owed.pop(key, [])]
 
 
-def effective_format(config: WireConfig) -> OutputFormat:
-    """The format audio leaves in (PROTOCOL 8: ``output_format`` beats ``sample_rate``)."""
-    return config.effective_format
-
-
 __all__ = [
     "AUTO_FLUSH_WARNING",
     "DEFAULT_INACTIVITY_TIMEOUT",
@@ -667,7 +662,6 @@ __all__ = [
     "Send",
     "StreamServer",
     "TtsServer",
-    "effective_format",
     "missing_voice_error",
     "settings_snapshot",
 ]
