@@ -20,7 +20,7 @@ from reactivex.scheduler import TimeoutScheduler
 
 from rxtts.config import DEFAULT_SCHEDULE
 
-from .flush import FLUSH, TextItem
+from .flush import TextItem, step
 
 __all__ = ["DEFAULT_SCHEDULE", "ChunkScheduler", "chunk_schedule"]
 
@@ -278,19 +278,12 @@ def chunk_schedule(
             def on_next(item: TextItem) -> None:
                 with lock:
                     try:
-                        if isinstance(item, str):
-                            out = chunker.push(item)
-                        elif item is FLUSH:
-                            out = chunker.flush()
-                        else:
-                            raise TypeError(f"chunk_schedule() expects str or FLUSH, got {item!r}")
+                        out = step(chunker, item, "chunk_schedule")
                     except Exception as exc:  # forwarded to the observer
                         observer.on_error(exc)
                         return
                     for chunk in out:
                         observer.on_next(chunk)
-                    if item is FLUSH:
-                        observer.on_next(FLUSH)
                     if timeout is not None:
                         arm()
 

@@ -10,9 +10,9 @@ state and keep going.
 from __future__ import annotations
 
 import enum
-from typing import Final, TypeAlias
+from typing import Final, Protocol, TypeAlias
 
-__all__ = ["FLUSH", "Flush", "TextItem", "is_flush"]
+__all__ = ["FLUSH", "Flush", "TextItem", "TextMachine", "is_flush", "step"]
 
 
 class Flush(enum.Enum):
@@ -42,3 +42,24 @@ TextItem: TypeAlias = str | Flush
 def is_flush(item: object) -> bool:
     """Return True when ``item`` is the FLUSH sentinel."""
     return item is FLUSH
+
+
+class TextMachine(Protocol):
+    """A pure incremental text stage (``SentenceSegmenter``, ``ChunkScheduler``)."""
+
+    def push(self, text: str) -> list[str]: ...
+
+    def flush(self) -> list[str]: ...
+
+
+def step(machine: TextMachine, item: TextItem, operator: str) -> list[TextItem]:
+    """Feed one stream item to ``machine``: its output, then FLUSH itself after a flush.
+
+    Raises:
+        TypeError: ``item`` is neither text nor FLUSH.
+    """
+    if isinstance(item, str):
+        return list(machine.push(item))
+    if item is FLUSH:
+        return [*machine.flush(), FLUSH]  # the tail, then the boundary it closes
+    raise TypeError(f"{operator}() expects str or FLUSH, got {item!r}")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from reactivex import Observable, abc
 
 from ._segmenter import SentenceSegmenter
-from .flush import FLUSH, TextItem
+from .flush import TextItem, step
 
 __all__ = ["sentences"]
 
@@ -51,19 +51,12 @@ def sentences() -> Callable[[Observable[TextItem]], Observable[TextItem]]:
 
             def on_next(item: TextItem) -> None:
                 try:
-                    if isinstance(item, str):
-                        out = segmenter.push(item)
-                    elif item is FLUSH:
-                        out = segmenter.flush()
-                    else:
-                        raise TypeError(f"sentences() expects str or FLUSH, got {item!r}")
+                    out = step(segmenter, item, "sentences")
                 except Exception as exc:  # forwarded to the observer
                     observer.on_error(exc)
                     return
                 for segment in out:
                     observer.on_next(segment)
-                if item is FLUSH:
-                    observer.on_next(FLUSH)  # after the tail it closes
 
             def on_completed() -> None:
                 for segment in segmenter.flush():
