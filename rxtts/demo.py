@@ -41,16 +41,15 @@ from rxtts.events import AudioChunk, ChunkComplete, GenerationStarted, Interrupt
 from rxtts.say import (
     EXIT_OK,
     EXIT_RUNTIME,
-    EXIT_USAGE,
     Target,
     UsageError,
     add_connection_arguments,
     check_output_path,
+    cli_main,
     connect_session,
     new_player,
     open_client,
     resolve_target,
-    run_command,
     speak_measured,
     write_output,
 )
@@ -631,16 +630,8 @@ def parse_options(argv: Sequence[str]) -> DemoOptions:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rxtts demo``; returns the exit status."""
-    try:
-        options = parse_options(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    except UsageError as exc:
-        build_parser().print_usage(sys.stderr)
-        error(PROG, str(exc))
-        return EXIT_USAGE
-    progress = Progress(PROG, enabled=not options.quiet)
-    return run_command(PROG, demo(options, progress, sys.stdout), options.target)
+    args = sys.argv[1:] if argv is None else argv
+    return cli_main(PROG, lambda: parse_options(args), build_parser, demo)
 
 
 __all__ = [

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -693,18 +693,42 @@ def parse_options(argv: Sequence[str], stdin: TextIO) -> SayOptions:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``rxtts say``; returns the exit status."""
+class CommandOptions(Protocol):
+    """What :func:`cli_main` needs of a command's parsed options."""
+
+    @property
+    def quiet(self) -> bool: ...
+
+    @property
+    def target(self) -> Target: ...
+
+
+OptionsT = TypeVar("OptionsT", bound=CommandOptions)
+
+
+def cli_main(
+    prog: str,
+    parse: Callable[[], OptionsT],
+    parser: Callable[[], argparse.ArgumentParser],
+    command: Callable[[OptionsT, Progress, TextIO], Coroutine[Any, Any, int]],
+) -> int:
+    """Parse, then run a command: usage errors exit 2, runtime failures 1 (one line each)."""
     try:
-        options = parse_options(sys.argv[1:] if argv is None else argv, sys.stdin)
+        options = parse()
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     except UsageError as exc:
-        build_parser().print_usage(sys.stderr)
-        error(PROG, str(exc))
+        parser().print_usage(sys.stderr)
+        error(prog, str(exc))
         return EXIT_USAGE
-    progress = Progress(PROG, enabled=not options.quiet)
-    return run_command(PROG, say(options, progress, sys.stdout), options.target)
+    progress = Progress(prog, enabled=not options.quiet)
+    return run_command(prog, command(options, progress, sys.stdout), options.target)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rxtts say``; returns the exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    return cli_main(PROG, lambda: parse_options(args, sys.stdin), build_parser, say)
 
 
 __all__ = [
