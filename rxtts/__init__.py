@@ -20,26 +20,25 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Bound eagerly (the module is light): the submodule ``rxtts.connect`` would otherwise
-# shadow the function of the same name once imported.
-from rxtts.connect import connect, connect_sync
+# Bound eagerly (the module is light), so `rxtts.connect` is always the function.
+from rxtts.client.connector import connect, connect_sync
 
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     # connecting
-    "SyncClient": "rxtts.connect",
-    "TTS": "rxtts.client",
-    "AudioStream": "rxtts.client",
-    "GeneratedAudio": "rxtts.client",
-    "StreamingSession": "rxtts.session",
-    "SessionCallbacks": "rxtts.session",
-    "MultiContextSession": "rxtts.multi",
-    "MultiContextCallbacks": "rxtts.multi",
+    "SyncClient": "rxtts.client.connector",
+    "TTS": "rxtts.client.tts",
+    "AudioStream": "rxtts.client.tts",
+    "GeneratedAudio": "rxtts.client.tts",
+    "StreamingSession": "rxtts.client.session",
+    "SessionCallbacks": "rxtts.client.session",
+    "MultiContextSession": "rxtts.client.multi",
+    "MultiContextCallbacks": "rxtts.client.multi",
     "KeepAlivePolicy": "rxtts.operators.keep_alive",
     "keep_alive": "rxtts.operators.keep_alive",
-    "render_dialogue": "rxtts.dialogue",
-    "from_llm": "rxtts.llm",
+    "render_dialogue": "rxtts.client.dialogue",
+    "from_llm": "rxtts.integrations.llm",
     "strip_markdown": "rxtts.operators.markdown",
     # configuration
     "StreamConfig": "rxtts.config",
@@ -168,7 +167,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from rxtts.client import TTS, AudioStream, GeneratedAudio
+    from rxtts.client.connector import SyncClient
+    from rxtts.client.dialogue import render_dialogue
+    from rxtts.client.multi import MultiContextCallbacks
+    from rxtts.client.session import SessionCallbacks, StreamingSession
+    from rxtts.client.tts import TTS, AudioStream, GeneratedAudio
     from rxtts.config import (
         BALANCED,
         HIGH_QUALITY,
@@ -180,8 +183,6 @@ if TYPE_CHECKING:
         StreamConfig,
         VoiceSettings,
     )
-    from rxtts.connect import SyncClient
-    from rxtts.dialogue import render_dialogue
     from rxtts.errors import (
         AuthenticationError,
         ConnectionClosedError,
@@ -219,8 +220,7 @@ if TYPE_CHECKING:
         WordTimestamp,
         WordTimestamps,
     )
-    from rxtts.llm import from_llm
-    from rxtts.multi import MultiContextCallbacks
+    from rxtts.integrations.llm import from_llm
     from rxtts.operators.chunk_schedule import chunk_schedule
     from rxtts.operators.flush import FLUSH, Flush
     from rxtts.operators.keep_alive import KeepAlivePolicy, keep_alive
@@ -228,7 +228,6 @@ if TYPE_CHECKING:
     from rxtts.operators.metrics import turn_metrics
     from rxtts.operators.sentences import sentences
     from rxtts.operators.sinks import collect_audio, play, to_numpy, write_wav
-    from rxtts.session import SessionCallbacks, StreamingSession
 
 
 def __getattr__(name: str) -> Any:

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from rxtts.bench import cli
 from rxtts.bench._stats import format_table, percentile, summarize
 from rxtts.bench.client_overhead import long_text
 from rxtts.bench.scale import stall_seconds
 from rxtts.bench.ttfa import TEXT, reference_index, tokenize
+from rxtts.cli import bench as cli
 from rxtts.config import BALANCED, HIGH_QUALITY, LOW_LATENCY
 
 PRESET_NAMES = ["low-latency", "balanced", "high-quality"]

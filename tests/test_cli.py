@@ -23,12 +23,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from reactivex.testing import ReactiveTest, TestScheduler
 
-from rxtts import demo as demo_cmd
-from rxtts import say as say_cmd
-from rxtts._progress import Progress, render_table, shorten
+from rxtts.cli import demo as demo_cmd
+from rxtts.cli import say as say_cmd
+from rxtts.cli._progress import Progress, render_table, shorten
 from rxtts.events import AudioChunk, ChunkComplete, GenerationStarted, TtsEvent
+from rxtts.integrations.tokens import llm_tokens, split_tokens
 from rxtts.server.embedded import RunningServer
-from rxtts.tokens import llm_tokens, split_tokens
 
 SERVER_ENV = ("RXTTS_URL", "KUGELAUDIO_API_KEY")
 
@@ -106,12 +106,12 @@ def test_command_help(command: str, expected: list[str]) -> None:
 
 def test_bench_help_or_clear_dispatch_error() -> None:
     result = run_cli("bench", "--help")
-    if importlib.util.find_spec("rxtts.bench.cli") is not None:
+    if importlib.util.find_spec("rxtts.cli.bench") is not None:
         assert result.returncode == 0, result.stderr
         assert "usage" in result.stdout.lower()
     else:  # the benchmarks module is not written yet: the dispatcher names what is missing
         assert result.returncode != 0
-        assert "rxtts.bench.cli" in result.stderr
+        assert "rxtts.cli.bench" in result.stderr
 
 
 # -- say: main paths --------------------------------------------------------------------------------

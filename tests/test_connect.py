@@ -20,9 +20,9 @@ from reactivex import operators as ops
 from websockets.asyncio.server import ServerConnection, serve
 
 import rxtts
-from rxtts.client import TTS, GeneratedAudio
+from rxtts.client.connector import DEFAULT_LOCAL_VOICE, ENV_API_KEY, ENV_URL, connect, connect_sync, resolve
+from rxtts.client.tts import TTS, GeneratedAudio
 from rxtts.config import StreamConfig
-from rxtts.connect import DEFAULT_LOCAL_VOICE, ENV_API_KEY, ENV_URL, connect, connect_sync, resolve
 from rxtts.errors import ConnectionClosedError, MissingVoiceError, ServerRestartingError
 from rxtts.events import AudioChunk, Final, SessionClosed, TtsEvent
 from rxtts.protocol.frames import Endpoint

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from reactivex import operators as ops
 
-from rxtts.llm import from_llm, token_text
+from rxtts.integrations.llm import from_llm, token_text
 
 RECORDED = Path(__file__).parent / "data" / "openai_stream.json"
 

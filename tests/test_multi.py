@@ -24,8 +24,7 @@ from reactivex.subject import Subject
 from reactivex.testing.marbles import marbles_testing
 from websockets.asyncio.server import ServerConnection, serve
 
-from rxtts.config import MultiContextConfig
-from rxtts.dialogue import (
+from rxtts.client.dialogue import (
     Line,
     assemble_dialogue,
     dialogue_items,
@@ -34,6 +33,8 @@ from rxtts.dialogue import (
     render_dialogue,
     split_lines,
 )
+from rxtts.client.multi import MultiContextCallbacks, MultiContextSession, fails_every_context
+from rxtts.config import MultiContextConfig
 from rxtts.errors import (
     ConnectionClosedError,
     LocalProtocolError,
@@ -52,7 +53,6 @@ from rxtts.events import (
     SettingsUpdated,
     TtsEvent,
 )
-from rxtts.multi import MultiContextCallbacks, MultiContextSession, fails_every_context
 from rxtts.operators.flush import FLUSH
 from rxtts.operators.keep_alive import KEEP_ALIVE, KeepAlivePolicy, idle_ticks, keep_alive
 from rxtts.server.embedded import RunningServer
@@ -742,7 +742,7 @@ def test_update_settings_is_acknowledged_on_events(tone_server: RunningServer) -
 
 
 def test_tts_client_builds_a_multi_context_session(tone_server: RunningServer) -> None:
-    from rxtts.client import TTS
+    from rxtts.client.tts import TTS
 
     async def main() -> tuple[MultiContextSession, list[TtsEvent]]:
         async with TTS(tone_server.http_url, api_key="eu-test-key") as tts:

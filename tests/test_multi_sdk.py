@@ -24,8 +24,8 @@ import pytest
 kugelaudio = pytest.importorskip("kugelaudio")
 from kugelaudio.exceptions import RateLimitError  # noqa: E402
 
+from rxtts.client.multi import MultiContextSession  # noqa: E402
 from rxtts.events import AudioChunk, ContextClosed, Final  # noqa: E402
-from rxtts.multi import MultiContextSession  # noqa: E402
 from rxtts.server.embedded import RunningServer  # noqa: E402
 from rxtts.server.engines.tone import ToneEngine  # noqa: E402
 

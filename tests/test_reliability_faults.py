@@ -28,7 +28,8 @@ import websockets
 from reactivex import operators as ops
 from websockets.asyncio.client import ClientConnection
 
-from rxtts.client import TTS
+from rxtts.client.session import SessionCallbacks, StreamingSession
+from rxtts.client.tts import TTS
 from rxtts.config import StreamConfig
 from rxtts.errors import ConnectionClosedError, ServerRestartingError
 from rxtts.events import AudioChunk, GenerationStarted, SessionClosed, TtsEvent
@@ -36,7 +37,6 @@ from rxtts.server.app import ServerStats
 from rxtts.server.embedded import RunningServer
 from rxtts.server.engines.base import AudioBlock, CancelToken, SynthesisSettings, VoiceInfo
 from rxtts.server.engines.tone import ToneEngine
-from rxtts.session import SessionCallbacks, StreamingSession
 from rxtts.transport.websocket import ReconnectPolicy
 
 T = TypeVar("T")

@@ -20,7 +20,7 @@ import reactivex
 import websockets
 from reactivex import operators as ops
 
-from rxtts.client import TTS
+from rxtts.client.tts import TTS
 from rxtts.config import StreamConfig
 from rxtts.events import AudioChunk, ContextClosed, Final, GenerationStarted, SessionClosed, TtsEvent
 from rxtts.server.app import ServerStats

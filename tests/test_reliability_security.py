@@ -24,10 +24,10 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from rxtts.client import TTS
+from rxtts.client.multi import MultiContextSession
+from rxtts.client.tts import TTS
 from rxtts.config import StreamConfig
 from rxtts.errors import AuthenticationError, ValidationError
-from rxtts.multi import MultiContextSession
 from rxtts.protocol.frames import MAX_FRAME_BYTES
 from rxtts.server.app import TtsApp
 from rxtts.server.cli import build_parser

@@ -23,6 +23,7 @@ from reactivex import operators as ops
 from reactivex.subject import Subject
 from websockets.asyncio.server import ServerConnection, serve
 
+from rxtts.client.session import SessionCallbacks, StreamingSession
 from rxtts.config import StreamConfig
 from rxtts.errors import (
     AuthenticationError,
@@ -46,7 +47,6 @@ from rxtts.events import (
 )
 from rxtts.protocol.frames import Endpoint
 from rxtts.server.embedded import RunningServer
-from rxtts.session import SessionCallbacks, StreamingSession
 from rxtts.transport.websocket import ReconnectPolicy, build_url
 
 T = TypeVar("T")

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reactivex import operators as ops
 
+from rxtts.client.session import SessionCallbacks, StreamingSession
 from rxtts.config import StreamConfig
 from rxtts.events import AudioChunk, ChunkComplete, GenerationStarted, SessionClosed, TtsEvent
 from rxtts.server.embedded import RunningServer
-from rxtts.session import SessionCallbacks, StreamingSession
 
 TOKENS = ["Hello ", "there. ", "This is ", "a second ", "sentence, ", "and a third one!"]
 

@@ -50,9 +50,9 @@ from rxtts.bench._stats import (
     summarize,
 )
 from rxtts.bench.ttfa import tokenize
+from rxtts.client.session import StreamingSession
 from rxtts.config import LOW_LATENCY, StreamConfig
 from rxtts.events import AudioChunk, Interrupted, TtsEvent
-from rxtts.session import StreamingSession
 
 __all__ = ["PARAGRAPH", "format_result", "run"]
 
@@ -168,7 +168,7 @@ async def _rx_turn(
 async def _rx_variant(
     url: str, log: CallLog, tokens: Sequence[str], delays: Sequence[float]
 ) -> list[dict[str, Any]]:
-    from rxtts.client import TTS
+    from rxtts.client.tts import TTS
 
     tts = TTS(url)
     try:

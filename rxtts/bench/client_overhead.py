@@ -77,7 +77,7 @@ def long_text(chars: int) -> str:
 
 
 async def _rx_ttfa(url: str, tokens: Sequence[str], turns: int, pace_s: float) -> list[dict[str, Any]]:
-    from rxtts.client import TTS
+    from rxtts.client.tts import TTS
 
     tts = TTS(url)
     out: list[dict[str, Any]] = []
@@ -134,7 +134,7 @@ async def _sdk_ttfa(http_url: str, tokens: Sequence[str], turns: int, pace_s: fl
 
 
 async def _rx_throughput(url: str, text: str, repeats: int) -> list[dict[str, Any]]:
-    from rxtts.client import TTS
+    from rxtts.client.tts import TTS
     from rxtts.events import AudioChunk, TtsEvent
 
     tts = TTS(url)

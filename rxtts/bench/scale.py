@@ -42,8 +42,8 @@ from rxtts.bench._stats import (
     summarize,
 )
 from rxtts.bench.ttfa import TEXT, tokenize
+from rxtts.client.session import StreamingSession
 from rxtts.events import AudioChunk, TtsEvent
-from rxtts.session import StreamingSession
 
 __all__ = ["format_result", "run"]
 
@@ -121,7 +121,7 @@ def _session_record(turn: _Turn) -> dict[str, Any]:
 
 
 async def _sessions(url: str, n: int) -> tuple[Any, list[StreamingSession]]:
-    from rxtts.client import TTS
+    from rxtts.client.tts import TTS
 
     tts = TTS(url)
     sessions = [tts.streaming_session(voice_id=VOICE, language="en") for _ in range(n)]

@@ -70,12 +70,12 @@ from rxtts.bench._stats import (
     spawn_server,
     summarize,
 )
+from rxtts.client.session import StreamingSession
 from rxtts.config import PRESETS, ChunkingPreset
 from rxtts.engine import CancelToken, Engine, SynthesisSettings
 from rxtts.events import AudioChunk, Interrupted, TtsEvent
 from rxtts.operators import chunk_schedule, sentences
 from rxtts.operators.flush import TextItem
-from rxtts.session import StreamingSession
 
 __all__ = [
     "TEXT",
@@ -294,7 +294,7 @@ async def _chunk0_call(log: CallLog, since: float, wait: float = 2.0) -> EngineC
 async def _measure(
     url: str, log: CallLog, tokens: Sequence[str], turns: int, pace_s: float
 ) -> dict[str, Any]:
-    from rxtts.client import TTS
+    from rxtts.client.tts import TTS
 
     tts = TTS(url)
     presets: dict[str, Any] = {}

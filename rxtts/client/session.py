@@ -74,7 +74,7 @@ from rxtts.transport.websocket import (
     open_connection,
 )
 
-log = logging.getLogger("rxtts.session")
+log = logging.getLogger("rxtts.client.session")
 
 Tokens: TypeAlias = "Observable[Any] | AsyncIterable[str] | Iterable[str] | str"
 """What ``speak`` accepts: an observable of ``str`` (``FLUSH`` items are skipped), an

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 COMMANDS = {
     "serve": ("rxtts.server.cli", "run the local KugelAudio-compatible TTS server"),
-    "say": ("rxtts.say", "speak text streamed token by token; print TTFA and a chunk timeline"),
-    "demo": ("rxtts.demo", "a scripted LLM token stream with a simulated barge-in"),
-    "bench": ("rxtts.bench.cli", "run the benchmarks and print tables (writes JSON)"),
+    "say": ("rxtts.cli.say", "speak text streamed token by token; print TTFA and a chunk timeline"),
+    "demo": ("rxtts.cli.demo", "a scripted LLM token stream with a simulated barge-in"),
+    "bench": ("rxtts.cli.bench", "run the benchmarks and print tables (writes JSON)"),
 }
 
 

@@ -1,7 +1,7 @@
 """``rxtts demo``: a voice-agent turn with a simulated barge-in, then the next turn.
 
 A scripted LLM answer is streamed token by token into a
-:meth:`~rxtts.session.StreamingSession.speak` turn at a realistic pace. A few seconds
+:meth:`~rxtts.client.session.StreamingSession.speak` turn at a realistic pace. A few seconds
 into the audio (``--barge-in-after``, or after ``--barge-in-tokens`` tokens) a simulated
 VAD fires a :class:`~reactivex.subject.Subject`; the turn is piped through
 ``take_until`` that subject, so the user speaking *is* the disposal::
@@ -35,10 +35,8 @@ from reactivex import operators as ops
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 from reactivex.subject import Subject
 
-from rxtts._progress import Progress, error, seconds
-from rxtts.config import PRESETS
-from rxtts.events import AudioChunk, ChunkComplete, GenerationStarted, Interrupted, TtsEvent, TurnMetrics
-from rxtts.say import (
+from rxtts.cli._progress import Progress, error, seconds
+from rxtts.cli.say import (
     EXIT_OK,
     EXIT_RUNTIME,
     Target,
@@ -53,11 +51,13 @@ from rxtts.say import (
     speak_measured,
     write_output,
 )
-from rxtts.tokens import llm_tokens, split_tokens
+from rxtts.config import PRESETS
+from rxtts.events import AudioChunk, ChunkComplete, GenerationStarted, Interrupted, TtsEvent, TurnMetrics
+from rxtts.integrations.tokens import llm_tokens, split_tokens
 
 if TYPE_CHECKING:
     from rxtts.audio.playback import Player
-    from rxtts.session import StreamingSession
+    from rxtts.client.session import StreamingSession
 
 PROG = "rxtts demo"
 QUESTION = "How do I make a really good cup of coffee at home?"

@@ -89,9 +89,9 @@ from rxtts.transport.websocket import (
 )
 
 if TYPE_CHECKING:
-    from rxtts.session import Tokens
+    from rxtts.client.session import Tokens
 
-log = logging.getLogger("rxtts.multi")
+log = logging.getLogger("rxtts.client.multi")
 
 KeyedText: TypeAlias = "tuple[str, str | Flush]"
 """One item of :meth:`MultiContextSession.speak_keyed`: ``(context_id, text or FLUSH)``."""
@@ -698,7 +698,7 @@ class MultiContextSession:
         ``keep_alive_every`` inserts keep-alives while ``tokens`` is silent that long
         (see :func:`~rxtts.operators.keep_alive.keep_alive`).
         """
-        from rxtts.session import as_token_observable
+        from rxtts.client.session import as_token_observable
 
         session = self
         source = as_token_observable(tokens, self._loop)

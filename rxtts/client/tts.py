@@ -1,10 +1,10 @@
 """``TTS``: what :func:`rxtts.connect` returns.
 
-- ``tts.streaming_session(...)`` -> :class:`~rxtts.session.StreamingSession` (``/ws/tts/stream``).
+- ``tts.streaming_session(...)`` -> :class:`~rxtts.client.session.StreamingSession` (``/ws/tts/stream``).
 - ``tts.stream(text)`` -> :class:`AudioStream`, both an ``Observable[TtsEvent]`` and an
   async iterator of :class:`~rxtts.events.AudioChunk`; ``await tts.generate(text)`` ->
   :class:`GeneratedAudio`. Both use one pooled ``/ws/tts`` socket (PROTOCOL 4, 10).
-- ``tts.multi_context_session(...)`` -> ``rxtts.multi.MultiContextSession``.
+- ``tts.multi_context_session(...)`` -> ``rxtts.client.multi.MultiContextSession``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy.typing as npt
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from rxtts.client.session import SessionCallbacks, StreamingSession
 from rxtts.config import StreamConfig
 from rxtts.errors import ConnectionClosedError, RxTtsError, ServerRestartingError
 from rxtts.events import (
@@ -37,7 +38,6 @@ from rxtts.events import (
 )
 from rxtts.protocol.client import TtsClient
 from rxtts.protocol.frames import Endpoint, ServerFrame
-from rxtts.session import SessionCallbacks, StreamingSession
 from rxtts.transport.websocket import (
     CloseInfo,
     Connection,
@@ -48,10 +48,10 @@ from rxtts.transport.websocket import (
 )
 
 if TYPE_CHECKING:
-    from rxtts.multi import MultiContextSession
+    from rxtts.client.multi import MultiContextSession
     from rxtts.server.embedded import RunningServer
 
-log = logging.getLogger("rxtts.client")
+log = logging.getLogger("rxtts.client.tts")
 
 
 # -- results ------------------------------------------------------------------------------
@@ -407,8 +407,8 @@ class TTS:
         return session
 
     def multi_context_session(self, *args: Any, **kwargs: Any) -> MultiContextSession:
-        """A multi-context session on ``/ws/tts/multi`` (see :mod:`rxtts.multi`)."""
-        from rxtts.multi import MultiContextSession
+        """A multi-context session on ``/ws/tts/multi`` (see :mod:`rxtts.client.multi`)."""
+        from rxtts.client.multi import MultiContextSession
 
         session = MultiContextSession(self, *args, **kwargs)
         self._sessions.add(session)

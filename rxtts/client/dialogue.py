@@ -16,7 +16,7 @@ In a notebook (top-level ``await``)::
                                   voices={"alice": 1072, "bob": 1071})
     audio.write_wav("dialogue.wav")
 
-From a shell: ``python -m rxtts.dialogue dialogue.wav --engine tone``.
+From a shell: ``python -m rxtts.client.dialogue dialogue.wav --engine tone``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from rxtts.events import AudioChunk, Final, SessionUsage, TtsEvent
 from rxtts.operators.flush import FLUSH
 
 if TYPE_CHECKING:
-    from rxtts.multi import KeyedText, MultiContextSession
+    from rxtts.client.multi import KeyedText, MultiContextSession
 
 Layout: TypeAlias = Literal["stereo", "interleaved"]
 """How the speakers share the output: panned stereo, or mono turn after turn."""
@@ -343,15 +343,15 @@ async def render_demo(
     url: str, layout: Layout = "stereo", gap: float = 0.25, api_key: str | None = None
 ) -> DialogueAudio:
     """Render :data:`DEMO_SCRIPT` against the server at ``url``."""
-    from rxtts.multi import MultiContextSession
+    from rxtts.client.multi import MultiContextSession
 
     async with MultiContextSession(url, api_key=api_key, language="en") as session:
         return await render_dialogue(session, DEMO_SCRIPT, DEMO_VOICES, layout=layout, gap=gap)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m rxtts.dialogue OUT.wav``: render the demo scene with a local server."""
-    parser = argparse.ArgumentParser(prog="python -m rxtts.dialogue", description=main.__doc__)
+    """``python -m rxtts.client.dialogue OUT.wav``: render the demo scene with a local server."""
+    parser = argparse.ArgumentParser(prog="python -m rxtts.client.dialogue", description=main.__doc__)
     parser.add_argument("out", help="WAV file to write")
     parser.add_argument("--engine", default="best", help="piper, espeak, tone or best (default)")
     parser.add_argument("--layout", choices=LAYOUTS, default="stereo")

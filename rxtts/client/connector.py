@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from rxtts.config import StreamConfig
 
 if TYPE_CHECKING:  # kept lazy: ``import rxtts`` imports this module eagerly
-    from rxtts.client import TTS
+    from rxtts.client.tts import TTS
     from rxtts.transport.websocket import ReconnectPolicy, TransportOptions
 
 ENV_URL = "RXTTS_URL"
@@ -101,7 +101,7 @@ class Connector:
 
     async def open(self) -> TTS:
         """Start the embedded server if needed and build the :class:`TTS` client."""
-        from rxtts.client import TTS
+        from rxtts.client.tts import TTS
 
         config = self._config or StreamConfig()
         if self._voice_id is not None:

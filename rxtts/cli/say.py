@@ -1,7 +1,7 @@
 """``rxtts say``: speak text streamed token by token, as an LLM would, and show the latency.
 
-The text is cut into LLM-like tokens (:func:`rxtts.tokens.split_tokens`) and streamed at
-``--tokens-per-second`` into one :meth:`~rxtts.session.StreamingSession.speak` turn. The
+The text is cut into LLM-like tokens (:func:`rxtts.integrations.tokens.split_tokens`) and streamed at
+``--tokens-per-second`` into one :meth:`~rxtts.client.session.StreamingSession.speak` turn. The
 server chunks it at sentence boundaries (``--preset``) and streams audio back; the
 command prints a per-chunk timeline, TTFB/TTFA, audio seconds and RTF, and can write a
 WAV file (``-o``) and play the audio (``--play``)::
@@ -36,9 +36,9 @@ from reactivex import Observable
 from reactivex import operators as ops
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
-from rxtts._progress import Progress, error, render_table, seconds, shorten
+from rxtts.cli._progress import Progress, error, render_table, seconds, shorten
+from rxtts.client.connector import DEFAULT_LOCAL_VOICE, ENV_API_KEY, ENV_URL, Connector, Resolution, resolve
 from rxtts.config import PRESETS, OutputFormat
-from rxtts.connect import DEFAULT_LOCAL_VOICE, ENV_API_KEY, ENV_URL, Connector, Resolution, resolve
 from rxtts.errors import AuthenticationError, RxTtsError
 from rxtts.events import (
     AudioChunk,
@@ -49,12 +49,12 @@ from rxtts.events import (
     TtsEvent,
     TurnMetrics,
 )
-from rxtts.tokens import DEFAULT_TOKENS_PER_SECOND, llm_tokens, split_tokens
+from rxtts.integrations.tokens import DEFAULT_TOKENS_PER_SECOND, llm_tokens, split_tokens
 
 if TYPE_CHECKING:
     from rxtts.audio.playback import Player
-    from rxtts.client import TTS
-    from rxtts.session import StreamingSession
+    from rxtts.client.session import StreamingSession
+    from rxtts.client.tts import TTS
 
 PROG = "rxtts say"
 EXIT_OK = 0

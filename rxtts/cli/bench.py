@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``rxtts bench`` argument parser."""
     p = argparse.ArgumentParser(
         prog="rxtts bench",
-        description="Run the rxtts benchmarks: print tables, write JSON (see rxtts.bench.cli).",
+        description="Run the rxtts benchmarks: print tables, write JSON (see rxtts.cli.bench).",
     )
     p.add_argument("which", nargs="?", default="all", choices=["all", *BENCHMARKS], help="default: all")
     p.add_argument("--quick", action="store_true", help="small counts (a smoke run, minutes -> seconds)")
