@@ -1,7 +1,11 @@
 """Everything a session can emit: a closed union of frozen dataclasses.
 
-Every event carries ``context_id`` (``None`` outside multi-context sessions) and ``at``,
-the :func:`time.monotonic` instant the event was produced on this side of the wire.
+Every event carries its identity: ``context_id`` (``None`` outside multi-context
+sessions) and ``turn`` (which turn of the session, or which utterance of the context,
+it belongs to: stream turns are numbered from 0 per session, a context's utterances
+from 0 per context, one per ``flush``; ``None`` for events that belong to no turn,
+e.g. an ``interrupted`` ack or ``settings_updated``), so consumers never rely on order
+alone; and ``at``, the :func:`time.monotonic` instant the event was produced here.
 Events are values: they are compared by content, never mutated, and safe to share
 across threads and subscribers.
 """
@@ -73,6 +77,9 @@ class WordTimestamp:
 class _Event:
     context_id: str | None = None
     """Context this event belongs to (multi-context sessions), else ``None``."""
+    turn: int | None = field(default=None, compare=False)
+    """Turn (stream) or utterance of the context (multi) this event belongs to; like
+    ``at`` it is identity, not content, so it does not take part in ``==``."""
     at: float = field(default_factory=time.monotonic, compare=False)
     """Monotonic time the event was produced on this side."""
 

@@ -28,7 +28,7 @@ from rxtts.events import AudioChunk, Final, SessionClosed, TtsEvent
 from rxtts.protocol.frames import Endpoint
 from rxtts.server.embedded import RunningServer
 from rxtts.server.engines.base import EngineUnavailableError
-from rxtts.transport.websocket import HOSTED_EU_URL, HOSTED_URL, ReconnectPolicy
+from rxtts.transport import HOSTED_EU_URL, HOSTED_URL, ReconnectPolicy
 
 T = TypeVar("T")
 

@@ -1851,7 +1851,7 @@ def test_multi_client_connection_lost_forgets_everything() -> None:
     c = MultiClient(MultiContextConfig(default_voice_id=1))
     c.create_context("a")
     c.create_context("b")
-    assert c.connection_lost() == ["a", "b"] and c.contexts == {}
+    assert [cid for cid, _ in c.connection_lost()] == ["a", "b"] and c.contexts == {}
     [again] = c.create_context("a")
     assert isinstance(again, TextFrame) and not again.config.is_empty()  # session config resent
 

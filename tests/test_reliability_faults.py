@@ -37,7 +37,7 @@ from rxtts.server.app import ServerStats
 from rxtts.server.embedded import RunningServer
 from rxtts.server.engines.base import AudioBlock, CancelToken, SynthesisSettings, VoiceInfo
 from rxtts.server.engines.tone import ToneEngine
-from rxtts.transport.websocket import ReconnectPolicy
+from rxtts.transport import ReconnectPolicy
 
 T = TypeVar("T")
 VOICE = 1071

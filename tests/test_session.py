@@ -47,7 +47,7 @@ from rxtts.events import (
 )
 from rxtts.protocol.frames import Endpoint
 from rxtts.server.embedded import RunningServer
-from rxtts.transport.websocket import ReconnectPolicy, build_url
+from rxtts.transport import ReconnectPolicy, build_url
 
 T = TypeVar("T")
 VOICE = 1071

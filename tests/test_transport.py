@@ -35,7 +35,7 @@ from rxtts.protocol.frames import (
     ServerFrame,
     TextFrame,
 )
-from rxtts.transport.websocket import (
+from rxtts.transport import (
     HOSTED_EU_URL,
     HOSTED_URL,
     Connection,

@@ -329,6 +329,7 @@ async def open_client(target: Target, voice_id: int, progress: Progress) -> tupl
         engine=target.engine,
         voice_id=voice_id,
         config=None,
+        options=None,
         transport=None,
         reconnect=None,
         server_options={},

@@ -31,7 +31,7 @@ from rxtts.config import StreamConfig
 
 if TYPE_CHECKING:  # kept lazy: ``import rxtts`` imports this module eagerly
     from rxtts.client.tts import TTS
-    from rxtts.transport.websocket import ReconnectPolicy, TransportOptions
+    from rxtts.transport import ReconnectPolicy, Transport, TransportOptions
 
 ENV_URL = "RXTTS_URL"
 """Environment variable naming the server URL."""
@@ -69,7 +69,7 @@ def resolve(
     if env.get(ENV_URL):
         return Resolution("environment", env[ENV_URL], key)
     if key:
-        from rxtts.transport.websocket import hosted_base_url
+        from rxtts.transport import hosted_base_url
 
         return Resolution("hosted", hosted_base_url(key, region), key)
     return Resolution("embedded", None, None)
@@ -85,7 +85,8 @@ class Connector:
         engine: str = "best",
         voice_id: int | None,
         config: StreamConfig | None,
-        transport: TransportOptions | None,
+        options: TransportOptions | None,
+        transport: Transport | None,
         reconnect: ReconnectPolicy | None,
         server_options: Mapping[str, Any],
     ) -> None:
@@ -94,6 +95,7 @@ class Connector:
         self._engine = engine
         self._voice_id = voice_id
         self._config = config
+        self._options = options
         self._transport = transport
         self._reconnect = reconnect
         self._server_options = dict(server_options)
@@ -119,6 +121,7 @@ class Connector:
             base_url,
             res.api_key,
             default_config=config,
+            options=self._options,
             transport=self._transport,
             reconnect=self._reconnect,
             server=server,
@@ -166,7 +169,8 @@ def connect(
     engine: str = "best",
     voice_id: int | None = None,
     config: StreamConfig | None = None,
-    transport: TransportOptions | None = None,
+    options: TransportOptions | None = None,
+    transport: Transport | None = None,
     reconnect: ReconnectPolicy | None = None,
     **server_options: Any,
 ) -> Connector:
@@ -179,7 +183,10 @@ def connect(
         engine: Engine of the embedded server: ``"best"``, ``"piper"``, ``"espeak"``, ``"tone"``.
         voice_id: Default voice of sessions and requests (embedded: 1071 when not given).
         config: Default :class:`~rxtts.config.StreamConfig`.
-        transport: Socket settings of streaming sessions.
+        options: Socket settings of streaming sessions.
+        transport: How sockets are opened; e.g. a
+            :class:`~rxtts.transport.memory.MemoryTransport` for tests without sockets
+            (``None``: real WebSockets).
         reconnect: Replay policy after a 1012/1013 close.
         **server_options: Options of the embedded server (``idle_flush_seconds``, ...).
 
@@ -191,6 +198,7 @@ def connect(
         engine=engine,
         voice_id=voice_id,
         config=config,
+        options=options,
         transport=transport,
         reconnect=reconnect,
         server_options=server_options,

@@ -56,6 +56,7 @@ from reactivex.disposable import Disposable, SerialDisposable
 from reactivex.scheduler.eventloop import AsyncIOThreadSafeScheduler
 from reactivex.subject import Subject
 
+from rxtts.client.connection import Link, Loss
 from rxtts.config import MultiContextConfig, VoiceSettings
 from rxtts.errors import (
     ConnectionClosedError,
@@ -80,13 +81,7 @@ from rxtts.operators.keep_alive import KeepAlivePolicy, idle_ticks
 from rxtts.operators.keep_alive import keep_alive as keep_alive_operator
 from rxtts.protocol.client import ContextState, MultiClient, Output
 from rxtts.protocol.frames import ClientFrame, Endpoint, ServerFrame
-from rxtts.transport.websocket import (
-    CloseInfo,
-    Connection,
-    TransportOptions,
-    build_url,
-    open_connection,
-)
+from rxtts.transport import CloseInfo, ReconnectPolicy, Transport, TransportOptions, build_url
 
 if TYPE_CHECKING:
     from rxtts.client.session import Tokens
@@ -110,7 +105,9 @@ class _HasUrls(Protocol):
     """What the session needs of a :class:`rxtts.client.TTS`."""
 
     loop: asyncio.AbstractEventLoop
-    transport: TransportOptions
+    options: TransportOptions
+    transport: Transport | None
+    reconnect: ReconnectPolicy
 
     def url_for(self, endpoint: Endpoint | str) -> str: ...
 
@@ -263,7 +260,9 @@ class MultiContextSession:
         callbacks: MultiContextCallbacks | None = None,
         wait_for_slot: bool = False,
         keep_alive: KeepAlivePolicy | None = None,
-        transport: TransportOptions | None = None,
+        options: TransportOptions | None = None,
+        transport: Transport | None = None,
+        reconnect: ReconnectPolicy | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         scheduler: abc.SchedulerBase | None = None,
         **settings: Any,
@@ -276,11 +275,13 @@ class MultiContextSession:
             cfg = dataclasses.replace(cfg, **settings)
         if isinstance(target, str):
             self._url = build_url(target, Endpoint.MULTI, api_key)
-            default_transport = MULTI_TRANSPORT
+            default_options = MULTI_TRANSPORT
         else:
             self._url = target.url_for(Endpoint.MULTI)
             loop = loop or target.loop
-            default_transport = dataclasses.replace(target.transport, compression="deflate")
+            default_options = dataclasses.replace(target.options, compression="deflate")
+            transport = transport or target.transport
+            reconnect = reconnect or target.reconnect
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -290,7 +291,16 @@ class MultiContextSession:
                     "(e.g. the loop of rxtts.connect_sync())"
                 ) from None
         self._loop = loop
-        self._transport = transport or default_transport
+        self._link = Link(
+            self._url,
+            loop,
+            self,
+            options=options or default_options,
+            transport=transport,
+            policy=reconnect,
+            name="rxtts-multi",
+        )
+        self._replayed: set[str] = set()
         self._scheduler = scheduler or AsyncIOThreadSafeScheduler(loop)
         self.wait_for_slot = wait_for_slot
         """Default admission policy: queue (``True``) or raise (``False``) past the limit."""
@@ -300,10 +310,6 @@ class MultiContextSession:
         self._client = MultiClient(cfg)
         self._outbox: list[ClientFrame] = []
         self._waiting: dict[str, list[_Intent]] = {}
-        self._conn: Connection | None = None
-        self._connecting: asyncio.Task[Connection] | None = None
-        self._closing = False
-        self._last_close: CloseInfo | None = None
         self._subject: Subject[TtsEvent] = Subject()
         self._activity: Subject[str] = Subject()
         self._callbacks_sub: abc.DisposableBase | None = None
@@ -339,7 +345,7 @@ class MultiContextSession:
     @property
     def is_connected(self) -> bool:
         """Whether the socket is open."""
-        return self._conn is not None and self._conn.is_open
+        return self._link.is_connected
 
     @property
     def session_id(self) -> str | None:
@@ -367,7 +373,7 @@ class MultiContextSession:
     @property
     def last_close(self) -> CloseInfo | None:
         """How the previous socket of this session ended, if one did."""
-        return self._last_close
+        return self._link.last_close
 
     def usage_for(self, context_id: str) -> SessionUsage | None:
         """Usage (audio seconds + amount charged) of a closed context; ``None`` until then."""
@@ -392,12 +398,7 @@ class MultiContextSession:
             return
         if self._client.closed:
             raise LocalProtocolError("the multi-context session is closed")
-        if self.is_connected:
-            return
-        self._ensure_connecting()
-        task = self._connecting
-        if task is not None:
-            await asyncio.shield(task)
+        await self._link.connect()
 
     async def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
         """Close every context gracefully, then the socket (PROTOCOL M-8).
@@ -416,11 +417,11 @@ class MultiContextSession:
             self._waiting.clear()
         for cid in waiting:
             self._publish(ContextError(ConnectionClosedError("the session was closed"), context_id=cid))
-        self._closing = True
-        if self._connecting is not None:
+        self._link.closing = True
+        conn = self._link.connection
+        if conn is None and self._link.active:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._connecting)
-        conn = self._conn
+                conn = await self._link.connect()
         if conn is None or not conn.is_open:
             with self._lock:
                 self._outbox.clear()
@@ -927,59 +928,29 @@ class MultiContextSession:
             return False
 
     def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        if self._on_own_loop():
-            fn(*args)
-        else:
-            self._loop.call_soon_threadsafe(fn, *args)
+        self._link.on_loop(fn, *args)
 
     def _set_callbacks(self, callbacks: MultiContextCallbacks) -> None:
         if self._callbacks_sub is not None:
             self._callbacks_sub.dispose()
         self._callbacks_sub = self._subject.subscribe(_CallbackObserver(callbacks))
 
-    def _ensure_connecting(self) -> None:
-        if self._conn is not None or self._connecting is not None or self._client.closed:
-            return
-        task = self._loop.create_task(self._open(), name="rxtts-multi-connect")
-        task.add_done_callback(_retrieve)
-        self._connecting = task
-
-    async def _open(self) -> Connection:
-        try:
-            conn = await open_connection(self._url, self._transport)
-        except BaseException as exc:
-            self._connecting = None
-            err = exc if isinstance(exc, RxTtsError) else ConnectionClosedError(f"cannot connect: {exc!r}")
-            self._connection_gone(err)
-            raise
-        self._connecting = None
-        self._conn = conn
-        conn.frames.subscribe(
-            self._on_frame,
-            lambda e: self._on_closed(conn, e),
-            lambda: self._on_closed(conn, None),
-        )
-        self._write()
-        return conn
+    # -- the link (rxtts.client.connection) ----------------------------------------------
 
     def _write(self) -> None:
         """Write queued frames in order (loop thread); open the socket if needed."""
-        conn = self._conn
-        if conn is None or not conn.is_open:
-            with self._lock:
-                pending = bool(self._outbox)
-            if pending:
-                self._ensure_connecting()
-            return
         with self._lock:
             frames, self._outbox = self._outbox, []
-        try:
-            for frame in frames:
-                conn.send(frame)
-        except ConnectionClosedError:
-            pass  # the reader reports how the socket ended
+        if frames and not (self._client.closed and not self._link.active):
+            self._link.send(frames)
 
-    def _on_frame(self, frame: ServerFrame) -> None:
+    def on_open(self) -> None:
+        self._write()
+
+    def on_open_failed(self, error: RxTtsError) -> None:
+        self._connection_gone(error)
+
+    def on_frame(self, frame: ServerFrame) -> None:
         with self._lock:
             outputs = self._client.receive(frame)
         for out in outputs:
@@ -993,20 +964,34 @@ class MultiContextSession:
             for cid in admitted:
                 self._after_intent(cid, created=cid in self._client.contexts)
 
-    def _on_closed(self, conn: Connection, error: Exception | None) -> None:
-        if conn is not self._conn:
-            return
-        self._conn = None
-        info = conn.closed.result() if conn.closed.done() else CloseInfo(None)
-        self._last_close = info
-        if info.local or self._closing:
-            self._connection_gone(ConnectionClosedError("the session was closed"), report_idle=False)
-            return
-        if isinstance(error, RxTtsError):
-            err: RxTtsError = error
+    def on_lost(self, loss: Loss) -> None:
+        if loss.local:
+            self._connection_gone(loss.error, report_idle=False)
+        elif loss.restart and not self._client.closed:
+            self._recover(loss)
         else:
-            err = ConnectionClosedError(f"connection closed (code {info.code}) with contexts open")
-        self._connection_gone(err, report_idle=error is not None)
+            self._connection_gone(loss.error, report_idle=not isinstance(loss.error, ConnectionClosedError))
+
+    def _recover(self, loss: Loss) -> None:
+        """PROTOCOL 10: re-create contexts without audio in creation order, replay once.
+
+        Contexts that already spoke (or were replayed before) fail with the typed error.
+        """
+        with self._lock:
+            held = self._client.lost_contexts()
+            replay = [(cid, f) for cid, f in self._client.connection_lost() if cid not in self._replayed]
+            frames: list[ClientFrame] = []
+            for cid, sent in replay:
+                self._replayed.add(cid)
+                frames.extend(self._client.replay(cid, sent))
+            self._outbox[:0] = frames
+        replayed = {cid for cid, _ in replay}
+        for cid in held:
+            if cid not in replayed:
+                self._publish(ContextError(loss.error, context_id=cid))
+        log.info("rxtts: server restarting; replaying %d context(s)", len(replayed))
+        self._link.drop_pending()  # the outbox holds the replay, then later intents
+        self._link.reconnect_after(self._link.policy.retry_after)
 
     def _connection_gone(self, err: RxTtsError, report_idle: bool = True) -> None:
         """The socket is gone: forget every context; report unless nothing was lost.
@@ -1014,7 +999,8 @@ class MultiContextSession:
         PY multi raises and clears its state (PROTOCOL 10); the next intent reconnects.
         """
         with self._lock:
-            lost = self._client.connection_lost()
+            lost = self._client.lost_contexts()
+            self._client.connection_lost()
             waiting = list(self._waiting)
             self._waiting.clear()
             self._outbox.clear()

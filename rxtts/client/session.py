@@ -41,13 +41,13 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 from reactivex.subject import Subject
 
+from rxtts.client.connection import Link, Loss, deliver, finish, isolated
 from rxtts.config import StreamConfig
 from rxtts.errors import (
     ConnectionClosedError,
     LocalProtocolError,
     MissingVoiceError,
     RxTtsError,
-    ServerRestartingError,
     ValidationError,
 )
 from rxtts.events import (
@@ -66,13 +66,7 @@ from rxtts.events import (
 from rxtts.operators.metrics import MetricsAccumulator
 from rxtts.protocol.client import StreamClient
 from rxtts.protocol.frames import ClientFrame, ServerFrame
-from rxtts.transport.websocket import (
-    CloseInfo,
-    Connection,
-    ReconnectPolicy,
-    TransportOptions,
-    open_connection,
-)
+from rxtts.transport import CloseInfo, ReconnectPolicy, Transport, TransportOptions
 
 log = logging.getLogger("rxtts.client.session")
 
@@ -277,7 +271,8 @@ class StreamingSession:
         config: StreamConfig | None = None,
         *,
         callbacks: SessionCallbacks | None = None,
-        transport: TransportOptions | None = None,
+        options: TransportOptions | None = None,
+        transport: Transport | None = None,
         reconnect: ReconnectPolicy | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         cancel_timeout: float = DEFAULT_CANCEL_TIMEOUT,
@@ -293,17 +288,15 @@ class StreamingSession:
                 ) from None
         self._loop = loop
         self._url = url
-        self._transport = transport or TransportOptions()
-        self._policy = reconnect or ReconnectPolicy()
+        self._link = Link(
+            url, loop, self, options=options, transport=transport, policy=reconnect, name="rxtts-stream"
+        )
         self.cancel_timeout = cancel_timeout
         """Quiet seconds after which ``cancel_current`` resolves without an ack."""
         self.end_timeout = end_timeout
         """Quiet seconds after which ``end_session`` stops waiting."""
         self._client = StreamClient(config or StreamConfig())
-        self._conn: Connection | None = None
-        self._connecting: asyncio.Task[Connection] | None = None
-        self._reconnect_handle: asyncio.TimerHandle | None = None
-        self._pending: list[ClientFrame] = []
+        self._ack_deadline: asyncio.TimerHandle | None = None
         self._records: dict[int, _Record] = {}
         self._queue: deque[_SpeakTurn] = deque()
         self._active: _SpeakTurn | None = None
@@ -319,8 +312,6 @@ class StreamingSession:
         self._last_activity = time.monotonic()
         self._last_usage: SessionUsage | None = None
         self._last_metrics: TurnMetrics | None = None
-        self._last_close: CloseInfo | None = None
-        self._closing = False
 
     # -- public properties --------------------------------------------------------------
 
@@ -330,8 +321,9 @@ class StreamingSession:
 
         It never terminates (errors go to ``on_error`` and the turn observers), so it
         survives reconnects. Late frames of a cancelled turn never appear here either.
+        A subscriber that raises is unsubscribed (:mod:`rxtts.client.connection`).
         """
-        return self._subject
+        return isolated(self._subject, "events")
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -351,7 +343,7 @@ class StreamingSession:
     @property
     def is_connected(self) -> bool:
         """Whether the socket is open."""
-        return self._conn is not None and self._conn.is_open
+        return self._link.is_connected
 
     @property
     def last_usage(self) -> SessionUsage | None:
@@ -366,7 +358,7 @@ class StreamingSession:
     @property
     def last_close(self) -> CloseInfo | None:
         """How the previous socket of this session ended, if one did."""
-        return self._last_close
+        return self._link.last_close
 
     @property
     def busy(self) -> bool:
@@ -405,16 +397,7 @@ class StreamingSession:
 
     async def connect(self) -> None:
         """Open the socket (PROTOCOL 2.2: the server stays silent until the first text)."""
-        if self.is_connected:
-            return
-        if self._reconnect_handle is not None:
-            self._reconnect_handle.cancel()
-            self._reconnect_handle = None
-        self._closing = False
-        self._ensure_connecting()
-        task = self._connecting
-        if task is not None:
-            await asyncio.shield(task)
+        await self._link.connect()
 
     def send(self, text: str, flush: bool = False) -> None:
         """Append ``text`` to the current turn (opening one); ``flush`` ends the turn.
@@ -441,7 +424,7 @@ class StreamingSession:
         :attr:`cancel_timeout`) seconds without any frame. Running ``speak()`` turns
         emit :class:`~rxtts.events.Interrupted` and complete.
         """
-        if self._conn is None and self._connecting is None and not self._pending:
+        if not self._link.active:
             return  # not connected: nothing can be playing
         target = self._cancel_all()
         await self._wait_acked(target, self.cancel_timeout if timeout is None else timeout)
@@ -495,21 +478,14 @@ class StreamingSession:
         """
         for turn in list(self._queue):
             self._fail_turn(turn, ConnectionClosedError("the session was closed"))
-        if self._conn is not None or self._connecting is not None:
+        if self._link.active:
             with contextlib.suppress(Exception):
                 await self.end_session()
-        if self._reconnect_handle is not None:
-            self._reconnect_handle.cancel()
-            self._reconnect_handle = None
-        conn = self._conn
-        if conn is not None:
-            self._closing = True
-            await conn.close()
+        await self._link.close()
         closed = ConnectionClosedError("the session was closed")
         self._fail_all(closed, report=False)
         if self._active is not None:
             self._fail_turn(self._active, closed)  # a speak() turn that sent nothing yet
-        self._closing = False
 
     async def __aenter__(self) -> StreamingSession:
         await self.connect()
@@ -523,106 +499,51 @@ class StreamingSession:
     ) -> None:
         await self.close()
 
-    # -- loop marshalling ---------------------------------------------------------------
+    # -- the link (rxtts.client.connection) ----------------------------------------------
 
     def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
-            fn(*args)
-        else:
-            self._loop.call_soon_threadsafe(fn, *args)
-
-    # -- connection ---------------------------------------------------------------------
-
-    def _ensure_connecting(self) -> None:
-        if self._conn is not None or self._connecting is not None or self._reconnect_handle is not None:
-            return
-        task = self._loop.create_task(self._open(), name="rxtts-stream-connect")
-        task.add_done_callback(_retrieve)
-        self._connecting = task
-
-    async def _open(self) -> Connection:
-        try:
-            conn = await open_connection(self._url, self._transport)
-        except BaseException as exc:
-            self._connecting = None
-            err = exc if isinstance(exc, RxTtsError) else ConnectionClosedError(f"cannot connect: {exc!r}")
-            self._fail_all(err, fail_unsent=True)
-            raise
-        self._connecting = None
-        self._conn = conn
-        conn.frames.subscribe(
-            self._on_frame,
-            lambda e: self._on_closed(conn, e),
-            lambda: self._on_closed(conn, None),
-        )
-        pending, self._pending = self._pending, []
-        for frame in pending:
-            conn.send(frame)
-        for rec in self._records.values():
-            rec.metrics.text_sent()  # the turn's first text is on the wire now
-        return conn
-
-    def _reconnect_now(self) -> None:
-        self._reconnect_handle = None
-        self._ensure_connecting()
+        self._link.on_loop(fn, *args)
 
     def _send(self, frames: list[ClientFrame], rec: _Record | None = None) -> None:
-        conn = self._conn
-        if conn is not None and conn.is_open:
-            for frame in frames:
-                conn.send(frame)
-            if rec is not None:
-                rec.metrics.text_sent()
-        else:
-            self._pending.extend(frames)
-            self._ensure_connecting()
+        if self._link.send(frames) and rec is not None:
+            rec.metrics.text_sent()
 
-    def _on_closed(self, conn: Connection, error: Exception | None) -> None:
-        if conn is not self._conn:
-            return
-        self._conn = None
-        info = conn.closed.result() if conn.closed.done() else CloseInfo(None)
-        self._last_close = info
-        if info.local or self._closing:
-            self._fail_all(ConnectionClosedError("the session was closed"), report=False)
-            return
-        if info.code in self._policy.codes and self._records:
-            err = error if isinstance(error, RxTtsError) else ServerRestartingError()
-            self._recover(err)
-            return
-        if isinstance(error, RxTtsError):
-            err = error
-        else:
-            err = ConnectionClosedError(f"connection closed (code {info.code}) before the turn finished")
-        self._fail_all(err)
+    def on_open(self) -> None:
+        for rec in self._records.values():
+            rec.metrics.text_sent()  # the turn's first text is on the wire now
 
-    def _recover(self, err: RxTtsError) -> None:
-        """PROTOCOL 10: replay turns without audio once, after ``retry_after``."""
-        replayable = dict(self._client.connection_lost())
-        self._pending.clear()
+    def on_open_failed(self, error: RxTtsError) -> None:
+        self._fail_all(error, fail_unsent=True)
+
+    def on_lost(self, loss: Loss) -> None:
+        if loss.local:
+            self._fail_all(loss.error, report=False)
+        elif loss.restart and self._records:
+            self._recover(loss.error, self._client.connection_lost(), self._link.policy.retry_after)
+        else:
+            self._fail_all(loss.error)
+
+    def _recover(
+        self, err: RxTtsError, replayable: list[tuple[int, list[ClientFrame]]], delay: float
+    ) -> None:
+        """PROTOCOL 10: replay turns without audio once, after ``delay``."""
+        frames_of = dict(replayable)
+        self._link.drop_pending()
         self._settle_cancels()
         keep: list[int] = []
         failed: list[_Record] = []
         for tid, rec in list(self._records.items()):
-            if tid in replayable and rec.replays < self._policy.max_replays:
+            if tid in frames_of and rec.replays < self._link.policy.max_replays:
                 rec.replays += 1
                 keep.append(tid)
             else:
                 del self._records[tid]
                 failed.append(rec)
-        for tid in keep:
-            self._pending.extend(self._client.replay(tid, replayable[tid]))
         if keep:
-            log.info(
-                "rxtts: server restarting; replaying %d turn(s) in %.1f s",
-                len(keep),
-                self._policy.retry_after,
-            )
-            self._reconnect_handle = self._loop.call_later(self._policy.retry_after, self._reconnect_now)
+            log.info("rxtts: replaying %d turn(s) in %.1f s", len(keep), delay)
+            self._link.reconnect_after(delay)  # first, so the replay waits for it
+        for tid in keep:
+            self._link.send(self._client.replay(tid, frames_of[tid]))
         for rec in failed:
             self._fail_record(rec, err)
         if failed:
@@ -636,8 +557,9 @@ class StreamingSession:
         ``fail_unsent`` (a connect attempt failed) also fails the running ``speak`` turn
         that has sent nothing yet; otherwise it reconnects with its first token.
         """
-        self._pending.clear()
+        self._link.drop_pending()
         self._client.connection_lost()
+        self._cancel_deadline()
         records = list(self._records.values())
         self._records.clear()
         active = self._active
@@ -657,8 +579,10 @@ class StreamingSession:
 
     # -- inbound ------------------------------------------------------------------------
 
-    def _on_frame(self, frame: ServerFrame) -> None:
+    def on_frame(self, frame: ServerFrame) -> None:
         self._last_activity = time.monotonic()
+        if self._ack_deadline is not None:
+            self._arm_deadline()  # quiet timeout: the server is still talking
         for tid, out in self._client.receive(frame):
             if isinstance(out, Exception):
                 self._on_server_error(tid, out)
@@ -713,12 +637,8 @@ class StreamingSession:
 
     def _deliver(self, rec: _Record, event: TtsEvent) -> None:
         turn = rec.speak
-        if turn is None or turn.phase is not _Phase.ACTIVE:
-            return
-        try:
-            turn.observer.on_next(event)
-        except Exception:
-            log.exception("rxtts: a speak() subscriber raised; the turn is cancelled")
+        if turn is not None and turn.phase is _Phase.ACTIVE:
+            self._safe_next(turn, event)
 
     def _on_server_error(self, tid: int | None, err: Exception) -> None:
         if (
@@ -767,7 +687,7 @@ class StreamingSession:
             turn = self._queue.popleft()
             turn.phase = _Phase.ACTIVE
             self._active = turn
-            self._ensure_connecting()
+            self._link.ensure_connecting()
             buffered, turn.buffer = turn.buffer, []
             for token in buffered:
                 if turn.phase is not _Phase.ACTIVE:
@@ -858,8 +778,30 @@ class StreamingSession:
                 self._safe_next(turn, Interrupted())
                 self._complete_turn(turn)
         self._send(frames)
+        self._arm_deadline()
         self._settle_idle()
         return self._cancels_sent
+
+    def _arm_deadline(self) -> None:
+        # PROTOCOL S-5: a cancel must be acknowledged; without `interrupted` within
+        # cancel_timeout quiet seconds the socket's turn state is unknown.
+        self._cancel_deadline()
+        self._ack_deadline = self._loop.call_later(self.cancel_timeout, self._ack_overdue)
+
+    def _cancel_deadline(self) -> None:
+        if self._ack_deadline is not None:
+            self._ack_deadline.cancel()
+            self._ack_deadline = None
+
+    def _ack_overdue(self) -> None:
+        """No ack: abandon the socket and replay later turns on a new one (S-5, PROTOCOL 10)."""
+        self._ack_deadline = None
+        if not self._client.cancelling:
+            return
+        log.warning("rxtts: cancel not acknowledged in %.1f s; reconnecting", self.cancel_timeout)
+        replay = self._client.ack_timeout()
+        self._link.abandon("cancel not acknowledged")
+        self._recover(ConnectionClosedError("cancel not acknowledged by the server"), replay, 0.0)
 
     def _send_imperative(self, text: str, flush: bool) -> None:
         if self._active is not None:
@@ -891,29 +833,22 @@ class StreamingSession:
             sub.dispose()
 
     def _safe_next(self, turn: _SpeakTurn, event: TtsEvent) -> None:
-        if turn.phase is not _Phase.DONE:
-            try:
-                turn.observer.on_next(event)
-            except Exception:
-                log.exception("rxtts: a speak() subscriber raised")
+        # The subscriber policy (rxtts.client.connection): a raising subscriber is
+        # unsubscribed and its turn is cancelled on the server, as a dispose would.
+        if turn.phase is not _Phase.DONE and not deliver(turn.observer, event, "speak()"):
+            self._dispose_turn(turn)
 
     def _complete_turn(self, turn: _SpeakTurn) -> None:
         if turn.phase is _Phase.DONE:
             return
         self._finish_turn(turn)
-        try:
-            turn.observer.on_completed()
-        except Exception:
-            log.exception("rxtts: a speak() subscriber raised on completion")
+        finish(turn.observer, None, "speak()")
 
     def _fail_turn(self, turn: _SpeakTurn, err: Exception) -> None:
         if turn.phase is _Phase.DONE:
             return
         self._finish_turn(turn)
-        try:
-            turn.observer.on_error(err)
-        except Exception:
-            log.exception("rxtts: a speak() subscriber raised on error")
+        finish(turn.observer, err, "speak()")
 
     def _fail_record(self, rec: _Record, err: Exception) -> None:
         self._records.pop(rec.id, None)
@@ -926,6 +861,7 @@ class StreamingSession:
     def _settle_cancels(self) -> None:
         if self._client.cancelling == 0:
             self._acks = self._cancels_sent  # nothing outstanding (e.g. after a reconnect)
+            self._cancel_deadline()
         keep = []
         for target, fut in self._ack_waiters:
             if target <= self._acks:

@@ -24,9 +24,10 @@ import numpy.typing as npt
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from rxtts.client.connection import Link, Loss, deliver, finish
 from rxtts.client.session import SessionCallbacks, StreamingSession
 from rxtts.config import StreamConfig
-from rxtts.errors import ConnectionClosedError, RxTtsError, ServerRestartingError
+from rxtts.errors import RxTtsError
 from rxtts.events import (
     AudioChunk,
     Final,
@@ -38,14 +39,7 @@ from rxtts.events import (
 )
 from rxtts.protocol.client import TtsClient
 from rxtts.protocol.frames import Endpoint, ServerFrame
-from rxtts.transport.websocket import (
-    CloseInfo,
-    Connection,
-    ReconnectPolicy,
-    TransportOptions,
-    build_url,
-    open_connection,
-)
+from rxtts.transport import ReconnectPolicy, Transport, TransportOptions, build_url
 
 if TYPE_CHECKING:
     from rxtts.client.multi import MultiContextSession
@@ -164,24 +158,27 @@ class TtsPool:
         self,
         url: str,
         loop: asyncio.AbstractEventLoop,
-        transport: TransportOptions | None = None,
+        options: TransportOptions | None = None,
         reconnect: ReconnectPolicy | None = None,
+        transport: Transport | None = None,
     ) -> None:
-        self._url = url
         self._loop = loop
-        self._transport = transport or TransportOptions(
-            ping_interval=20.0, ping_timeout=20.0
-        )  # PY pooled tts
-        self._policy = reconnect or ReconnectPolicy()
+        self._link = Link(
+            url,
+            loop,
+            self,
+            options=options or TransportOptions(ping_interval=20.0, ping_timeout=20.0),  # PY pooled tts
+            transport=transport,
+            policy=reconnect,
+            name="rxtts-tts",
+        )
         self._client = TtsClient()
         self._requests: dict[int, _Request] = {}
-        self._conn: Connection | None = None
-        self._connecting: asyncio.Task[Connection] | None = None
 
     @property
     def is_connected(self) -> bool:
         """Whether the pooled socket is open."""
-        return self._conn is not None and self._conn.is_open
+        return self._link.is_connected
 
     def events(self, text: str, config: StreamConfig) -> AudioStream:
         """The request as a cold observable (see :class:`AudioStream`)."""
@@ -190,50 +187,18 @@ class TtsPool:
             observer: abc.ObserverBase[TtsEvent], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             req = _Request(text, config, observer)
-            self._on_loop(self._start, req)
-            return Disposable(lambda: self._on_loop(self._abandon, req))
+            self._link.on_loop(self._start, req)
+            return Disposable(lambda: self._link.on_loop(self._abandon, req))
 
         return AudioStream(subscribe)
 
     async def connect(self) -> None:
         """Open the pooled socket now (PY/JS pre-open it)."""
-        await self._connection()
+        await self._link.connect()
 
     async def close(self) -> None:
         """Close the pooled socket; open requests fail."""
-        conn = self._conn
-        if conn is not None:
-            await conn.close()
-
-    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
-            fn(*args)
-        else:
-            self._loop.call_soon_threadsafe(fn, *args)
-
-    async def _connection(self) -> Connection:
-        if self._conn is not None and self._conn.is_open:
-            return self._conn
-        if self._connecting is None:
-            self._connecting = self._loop.create_task(self._open(), name="rxtts-tts-connect")
-        return await asyncio.shield(self._connecting)
-
-    async def _open(self) -> Connection:
-        try:
-            conn = await open_connection(self._url, self._transport)
-        finally:
-            self._connecting = None
-        self._conn = conn
-        conn.frames.subscribe(
-            self._on_frame,
-            lambda e: self._on_closed(conn, e),
-            lambda: self._on_closed(conn, None),
-        )
-        return conn
+        await self._link.close()
 
     def _start(self, req: _Request) -> None:
         task = self._loop.create_task(self._issue(req))
@@ -241,31 +206,40 @@ class TtsPool:
 
     async def _issue(self, req: _Request) -> None:
         try:
-            conn = await self._connection()
+            await self._link.connect()
         except Exception as exc:
-            if not req.abandoned:
-                req.abandoned = True
-                req.observer.on_error(exc)
+            self._fail(req, exc)
             return
         if req.abandoned:
             return
         rid, frames = self._client.request(req.text, req.config)
         self._requests[rid] = req
-        for frame in frames:
-            conn.send(frame)
+        self._link.send(frames)
 
     def _abandon(self, req: _Request) -> None:
         req.abandoned = True  # /ws/tts has no cancel: its frames are dropped until final
 
-    def _on_frame(self, frame: ServerFrame) -> None:
+    def _fail(self, req: _Request, err: Exception) -> None:
+        if not req.abandoned:
+            req.abandoned = True
+            finish(req.observer, err, "tts.stream()")
+
+    # -- LinkOwner ----------------------------------------------------------------------
+
+    def on_open(self) -> None:
+        pass
+
+    def on_open_failed(self, error: RxTtsError) -> None:
+        pass  # each waiting request gets the error from its own connect()
+
+    def on_frame(self, frame: ServerFrame) -> None:
         for rid, out in self._client.receive(frame):
             req = self._requests.get(rid) if rid is not None else None
             if isinstance(out, Exception):
                 if rid is not None:
                     self._requests.pop(rid, None)
-                if req is not None and not req.abandoned:
-                    req.abandoned = True
-                    req.observer.on_error(out)
+                if req is not None:
+                    self._fail(req, out)
                 continue
             if req is None:
                 continue
@@ -276,37 +250,26 @@ class TtsPool:
                 del self._requests[rid]
             if req.abandoned:
                 continue
-            req.observer.on_next(out)
+            if not deliver(req.observer, out, "tts.stream()"):
+                req.abandoned = True  # the subscriber policy: it gets nothing more
+                continue
             if ended:
                 req.abandoned = True
-                req.observer.on_completed()
+                finish(req.observer, None, "tts.stream()")
 
-    def _on_closed(self, conn: Connection, error: Exception | None) -> None:
-        if conn is not self._conn:
-            return
-        self._conn = None
-        info = conn.closed.result() if conn.closed.done() else CloseInfo(None)
+    def on_lost(self, loss: Loss) -> None:
         requests = list(self._requests.values())
         self._requests.clear()
         self._client.pending.clear()
-        restart = info.code in self._policy.codes
+        policy = self._link.policy
         for req in requests:
             if req.abandoned:
                 continue
-            if restart and req.audio_frames == 0 and req.replays < self._policy.max_replays:
+            if loss.restart and req.audio_frames == 0 and req.replays < policy.max_replays:
                 req.replays += 1  # PROTOCOL 10: JS re-issues an audio-less request once
-                self._loop.call_later(self._policy.retry_after, self._start, req)
+                self._loop.call_later(policy.retry_after, self._start, req)
                 continue
-            if isinstance(error, RxTtsError):
-                err: RxTtsError = error
-            elif restart:
-                err = ServerRestartingError()
-            else:
-                err = ConnectionClosedError(
-                    f"connection closed (code {info.code}) before the request finished"
-                )
-            req.abandoned = True
-            req.observer.on_error(err)
+            self._fail(req, loss.error)
 
 
 # -- the client object ----------------------------------------------------------------------
@@ -324,7 +287,8 @@ class TTS:
         api_key: str | None = None,
         *,
         default_config: StreamConfig | None = None,
-        transport: TransportOptions | None = None,
+        options: TransportOptions | None = None,
+        transport: Transport | None = None,
         reconnect: ReconnectPolicy | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         server: RunningServer | None = None,
@@ -335,15 +299,19 @@ class TTS:
         """API key (region prefix included; stripped on the wire)."""
         self.default_config = default_config or StreamConfig()
         """Config sessions and requests start from."""
-        self.transport = transport or TransportOptions()
+        self.options = options or TransportOptions()
         """Socket settings of streaming sessions."""
+        self.transport = transport
+        """How sockets are opened (``None``: real WebSockets; see :mod:`rxtts.transport`)."""
         self.reconnect = reconnect or ReconnectPolicy()
         """Replay policy after 1012/1013."""
         self.loop = loop or asyncio.get_running_loop()
         """The loop every socket of this client runs on."""
         self.server = server
         """The embedded local server, when :func:`rxtts.connect` started one."""
-        self._pool = TtsPool(self.url_for(Endpoint.TTS), self.loop, reconnect=self.reconnect)
+        self._pool = TtsPool(
+            self.url_for(Endpoint.TTS), self.loop, reconnect=self.reconnect, transport=transport
+        )
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
 
     @property
@@ -399,6 +367,7 @@ class TTS:
             self.url_for(Endpoint.STREAM),
             self.config(config, **config_changes),
             callbacks=callbacks,
+            options=self.options,
             transport=self.transport,
             reconnect=self.reconnect,
             loop=self.loop,
