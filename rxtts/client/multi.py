@@ -953,6 +953,10 @@ class MultiContextSession:
     def on_frame(self, frame: ServerFrame) -> None:
         with self._lock:
             outputs = self._client.receive(frame)
+            follow_up = self._client.take_frames()
+            self._outbox.extend(follow_up)
+        if follow_up:
+            self._write()
         for out in outputs:
             self._publish(_as_event(out))
         if self._waiting:

@@ -85,7 +85,7 @@ Context table (PROTOCOL 6), one machine per context id, from :data:`MULTI_TABLE`
     CREATING           recv:context_closed   forget          NONE               M-7/M-9
     CREATING           recv:context_timeout  forget          NONE               M-10
     CREATING           recv:final            utterance_done  CREATING           M-6
-    CREATING           recv:error            refused         NONE               M-9/M-12
+    CREATING           recv:error            refused         REFUSAL            M-9/M-12
     CREATING           recv:other            audio           CREATING
     OPEN               create                none            OPEN               U-14
     OPEN               send                  send            OPEN               6.1
@@ -288,6 +288,8 @@ class By(Enum):
     """IDLE without turns, STREAMING when the newest turn takes text, else FLUSHING."""
     ACKS = auto()
     """CANCELLING while cancels are unacknowledged, else as :attr:`TURNS`."""
+    REFUSAL = auto()
+    """NONE if nothing followed the refused creating frame, else CLOSING_IMMEDIATE."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -710,7 +712,7 @@ MULTI_TABLE: Mapping[tuple[ContextState, str], Rule] = MappingProxyType(
         (C.CREATING, "close"): Rule("close", C.CLOSING, "M-7"),
         (C.CREATING, "close_immediate"): Rule("close", C.CLOSING_IMMEDIATE, "M-7"),
         (C.CREATING, "recv:context_created"): Rule("deliver", C.OPEN, "M-1"),
-        (C.CREATING, "recv:error"): Rule("refused", C.NONE, "M-9/M-12: a refused creation holds no slot"),
+        (C.CREATING, "recv:error"): Rule("refused", By.REFUSAL, "M-9/M-12: a refused creation"),
         (C.CREATING, "recv:final"): Rule("utterance_done", C.CREATING, "M-6"),
         (C.CREATING, "recv:other"): Rule("audio", C.CREATING),
         **{(C.CREATING, k): r for k, r in _CLOSED_OR_GONE.items()},
@@ -834,11 +836,18 @@ class MultiClient:
         self._cid, self._arg = cid, arg
         getattr(self, f"_do_{rule.effect}")()
         ctx = self._contexts.get(cid)
-        if rule.next is C.NONE:
+        nxt = rule.next
+        if nxt is By.REFUSAL:
+            # Frames sent after the refused one may have created the context on the
+            # server (M-1): close it immediately and hold the slot until context_closed.
+            nxt = C.CLOSING_IMMEDIATE if ctx is not None and len(ctx.frames) > 1 else C.NONE
+            if nxt is C.CLOSING_IMMEDIATE:
+                self._out.append(CloseContextFrame(cid, True))
+        if nxt is C.NONE:
             self._contexts.pop(cid, None)
         elif ctx is not None:
-            assert isinstance(rule.next, ContextState)
-            ctx.state = rule.next
+            assert isinstance(nxt, ContextState)
+            ctx.state = nxt
 
     def _emit(self) -> list[ClientFrame]:
         out, self._out = self._out, []
@@ -911,6 +920,10 @@ class MultiClient:
         self._contexts.clear()
         self.session_config_sent = False
         return replay
+
+    def take_frames(self) -> list[ClientFrame]:
+        """Frames the machine decided to send while receiving (a refused context's close)."""
+        return self._emit()
 
     def lost_contexts(self) -> list[str]:
         """Ids that hold a slot now (what :meth:`connection_lost` would forget)."""
