@@ -111,8 +111,6 @@ def test_ttfa_structure(results: tuple[Path, dict[str, Any], int]) -> None:
             for t in p["turns"]:
                 # Causality across processes (one system-wide monotonic clock).
                 assert t["engine_ms"] >= 0 and t["pre_engine_ms"] >= 0 and t["post_engine_ms"] >= 0
-                assert t["ttfa_ms"] == pytest.approx(t["engine_ms"] + t["rest_ms"])
-                assert t["rest_ms"] == pytest.approx(t["pre_engine_ms"] + t["post_engine_ms"])
                 assert t["ttfa_from_first_token_ms"] > t["ttfa_ms"]  # chunk 0 needs several tokens
             assert 0 < p["engine_share_p50"] <= 1
     # A later reference token for presets with bigger first chunks.
