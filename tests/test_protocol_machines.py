@@ -79,15 +79,7 @@ from rxtts.events import (
     WordTimestamp,
     WordTimestamps,
 )
-from rxtts.protocol.client import (
-    ContextState,
-    MultiClient,
-    Output,
-    StreamClient,
-    TtsClient,
-    TurnState,
-    settings_update,
-)
+from rxtts.protocol.client import Output, StreamClient, TtsClient, TurnState, settings_update
 from rxtts.protocol.frames import (
     AudioFrame,
     CancelFrame,
@@ -119,6 +111,7 @@ from rxtts.protocol.frames import (
     decode_server_frames,
     encode,
 )
+from rxtts.protocol.multi_client import ContextState, MultiClient
 from rxtts.protocol.server import (
     AUTO_FLUSH_WARNING,
     AppendText,

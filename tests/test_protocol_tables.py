@@ -12,23 +12,25 @@ import pytest
 
 from rxtts.errors import LocalProtocolError
 from rxtts.events import Interrupted
-from rxtts.protocol import client
+from rxtts.protocol import client, multi_client, tables
 from rxtts.protocol.frames import InterruptedFrame, SessionClosedFrame
 
 
 def test_stream_table_in_the_docstring_is_the_executed_one() -> None:
-    rendered = client.render_table(client.STREAM_TABLE, list(client.TurnState), client.STREAM_INPUTS)
+    rendered = tables.render_table(client.STREAM_TABLE, list(client.TurnState), client.STREAM_INPUTS)
     assert textwrap.indent(rendered, "    ") in (client.__doc__ or "")
 
 
 def test_multi_table_in_the_docstring_is_the_executed_one() -> None:
-    rendered = client.render_table(client.MULTI_TABLE, list(client.ContextState), client.MULTI_INPUTS)
-    assert textwrap.indent(rendered, "    ") in (client.__doc__ or "")
+    rendered = tables.render_table(
+        multi_client.MULTI_TABLE, list(multi_client.ContextState), multi_client.MULTI_INPUTS
+    )
+    assert textwrap.indent(rendered, "    ") in (multi_client.__doc__ or "")
 
 
 @pytest.mark.parametrize(
     ("table", "machine"),
-    [(client.STREAM_TABLE, client.StreamClient), (client.MULTI_TABLE, client.MultiClient)],
+    [(client.STREAM_TABLE, client.StreamClient), (multi_client.MULTI_TABLE, multi_client.MultiClient)],
 )
 def test_every_cell_names_an_implemented_effect(table: object, machine: type) -> None:
     assert isinstance(table, type(client.STREAM_TABLE))

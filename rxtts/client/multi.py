@@ -79,8 +79,9 @@ from rxtts.events import (
 from rxtts.operators.flush import Flush
 from rxtts.operators.keep_alive import KeepAlivePolicy, idle_ticks
 from rxtts.operators.keep_alive import keep_alive as keep_alive_operator
-from rxtts.protocol.client import ContextState, MultiClient, Output
+from rxtts.protocol.client import Output
 from rxtts.protocol.frames import ClientFrame, Endpoint, ServerFrame
+from rxtts.protocol.multi_client import ContextState, MultiClient
 from rxtts.transport import CloseInfo, ReconnectPolicy, Transport, TransportOptions, build_url
 
 if TYPE_CHECKING:
