@@ -32,9 +32,9 @@ _EXPORTS: dict[str, str] = {
     "AudioStream": "rxtts.client.tts",
     "GeneratedAudio": "rxtts.client.tts",
     "StreamingSession": "rxtts.client.session",
-    "SessionCallbacks": "rxtts.client.session",
+    "SessionCallbacks": "rxtts.client.callbacks",
     "MultiContextSession": "rxtts.client.multi",
-    "MultiContextCallbacks": "rxtts.client.multi",
+    "MultiContextCallbacks": "rxtts.client.callbacks",
     "KeepAlivePolicy": "rxtts.operators.keep_alive",
     "keep_alive": "rxtts.operators.keep_alive",
     "render_dialogue": "rxtts.client.dialogue",
@@ -167,10 +167,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from rxtts.client.callbacks import MultiContextCallbacks, SessionCallbacks
     from rxtts.client.connector import SyncClient
     from rxtts.client.dialogue import render_dialogue
-    from rxtts.client.multi import MultiContextCallbacks
-    from rxtts.client.session import SessionCallbacks, StreamingSession
+    from rxtts.client.session import StreamingSession
     from rxtts.client.tts import TTS, AudioStream, GeneratedAudio
     from rxtts.config import (
         BALANCED,

@@ -24,6 +24,7 @@ from reactivex.subject import Subject
 from reactivex.testing.marbles import marbles_testing
 from websockets.asyncio.server import ServerConnection, serve
 
+from rxtts.client.callbacks import MultiContextCallbacks
 from rxtts.client.dialogue import (
     Line,
     assemble_dialogue,
@@ -33,7 +34,8 @@ from rxtts.client.dialogue import (
     render_dialogue,
     split_lines,
 )
-from rxtts.client.multi import MultiContextCallbacks, MultiContextSession, fails_every_context
+from rxtts.client.multi import MultiContextSession
+from rxtts.client.multi_speak import fails_every_context
 from rxtts.config import MultiContextConfig
 from rxtts.errors import (
     ConnectionClosedError,

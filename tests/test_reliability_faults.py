@@ -28,7 +28,8 @@ import websockets
 from reactivex import operators as ops
 from websockets.asyncio.client import ClientConnection
 
-from rxtts.client.session import SessionCallbacks, StreamingSession
+from rxtts.client.callbacks import SessionCallbacks
+from rxtts.client.session import StreamingSession
 from rxtts.client.tts import TTS
 from rxtts.config import StreamConfig
 from rxtts.errors import ConnectionClosedError, ServerRestartingError

@@ -23,7 +23,8 @@ from reactivex import operators as ops
 from reactivex.subject import Subject
 from websockets.asyncio.server import ServerConnection, serve
 
-from rxtts.client.session import SessionCallbacks, StreamingSession
+from rxtts.client.callbacks import SessionCallbacks
+from rxtts.client.session import StreamingSession
 from rxtts.config import StreamConfig
 from rxtts.errors import (
     AuthenticationError,

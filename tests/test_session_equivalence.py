@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reactivex import operators as ops
 
-from rxtts.client.session import SessionCallbacks, StreamingSession
+from rxtts.client.callbacks import SessionCallbacks
+from rxtts.client.session import StreamingSession
 from rxtts.config import StreamConfig
 from rxtts.events import AudioChunk, ChunkComplete, GenerationStarted, SessionClosed, TtsEvent
 from rxtts.server.embedded import RunningServer

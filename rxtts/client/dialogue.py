@@ -38,7 +38,8 @@ from rxtts.events import AudioChunk, Final, SessionUsage, TtsEvent
 from rxtts.operators.flush import FLUSH
 
 if TYPE_CHECKING:
-    from rxtts.client.multi import KeyedText, MultiContextSession
+    from rxtts.client.multi import MultiContextSession
+    from rxtts.client.multi_speak import KeyedText
 
 Layout: TypeAlias = Literal["stereo", "interleaved"]
 """How the speakers share the output: panned stereo, or mono turn after turn."""

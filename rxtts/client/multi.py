@@ -45,34 +45,28 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import reactivex
 from reactivex import GroupedObservable, Observable, abc
 from reactivex import operators as ops
-from reactivex.disposable import Disposable, SerialDisposable
 from reactivex.scheduler.eventloop import AsyncIOThreadSafeScheduler
 from reactivex.subject import Subject
 
+from rxtts.client.callbacks import MultiCallbackObserver, MultiContextCallbacks, session_stats
 from rxtts.client.connection import Link, Loss
+from rxtts.client.multi_speak import ENDS_CONTEXT, ContextSpeech, KeyedSpeech, KeyedText, fails_every_context
+from rxtts.client.tokens import Tokens, as_token_observable
 from rxtts.config import MultiContextConfig, VoiceSettings
 from rxtts.errors import (
     ConnectionClosedError,
     LocalProtocolError,
     RxTtsError,
-    ValidationError,
 )
 from rxtts.events import (
-    AudioChunk,
     ContextClosed,
-    ContextCreated,
     ContextError,
-    ContextTimeout,
-    Final,
-    SessionClosed,
-    SessionStarted,
     SessionUsage,
     TtsEvent,
 )
@@ -89,12 +83,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rxtts.client.multi")
 
-KeyedText: TypeAlias = "tuple[str, str | Flush]"
-"""One item of :meth:`MultiContextSession.speak_keyed`: ``(context_id, text or FLUSH)``."""
 
 _Intent: TypeAlias = Callable[[], list[ClientFrame]]
 _CLOSING = (ContextState.CLOSING, ContextState.CLOSING_IMMEDIATE)
-_ENDS_CONTEXT = (ContextClosed, ContextTimeout)
 
 DEFAULT_CLOSE_TIMEOUT = 30.0
 """``close()`` waits this long for ``session_closed`` (PY ``close()`` reads 30 s)."""
@@ -111,110 +102,6 @@ class _HasUrls(Protocol):
     reconnect: ReconnectPolicy
 
     def url_for(self, endpoint: Endpoint | str) -> str: ...
-
-
-# -- callbacks ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MultiContextCallbacks:
-    """The seed's ``MultiContextCallbacks``, snake_case; every one optional.
-
-    Called on the session's loop thread; an exception raised by a callback is logged.
-    """
-
-    on_session_started: Callable[[str], object] | None = None
-    """``(session_id)`` when the server announces a session (optional on the wire)."""
-    on_context_created: Callable[[str], object] | None = None
-    """``(context_id)`` once the server created a context."""
-    on_chunk: Callable[[AudioChunk], object] | None = None
-    """Every audio frame; ``chunk.context_id`` names its context."""
-    on_final: Callable[[str], object] | None = None
-    """``(context_id)``: all audio admitted before a flush was delivered; also fires
-    before a graceful ``on_context_closed``."""
-    on_context_closed: Callable[[str, SessionUsage | None], object] | None = None
-    """``(context_id, usage)``: the context ended; its usage is also in ``usage_for``."""
-    on_context_timeout: Callable[[str], object] | None = None
-    """``(context_id)``: the server closed an idle context (its slot is free)."""
-    on_session_closed: Callable[[Mapping[str, Any]], object] | None = None
-    """``(stats)`` after ``close()``: ``total_audio_seconds`` etc. as the server sent them."""
-    on_error: Callable[[Exception, str | None], object] | None = None
-    """``(error, context_id)``: a typed error; ``context_id`` is ``None`` when the whole
-    session failed."""
-
-
-def _guard(name: str, fn: Callable[..., object], *args: Any) -> None:
-    try:
-        fn(*args)
-    except Exception:
-        log.exception("rxtts: callback %s raised", name)
-
-
-def session_stats(event: SessionClosed) -> dict[str, Any]:
-    """The ``on_session_closed`` argument for a :class:`SessionClosed` event."""
-    stats: dict[str, Any] = {
-        "total_audio_seconds": event.total_audio_seconds,
-        "total_text_chunks": event.total_text_chunks,
-        "total_audio_chunks": event.total_audio_chunks,
-    }
-    if event.usage is not None:
-        stats["usage"] = event.usage
-    return stats
-
-
-class _CallbackObserver(abc.ObserverBase[TtsEvent]):
-    """Routes the session's event stream to the seed-style callbacks."""
-
-    __slots__ = ("_cb",)
-
-    def __init__(self, callbacks: MultiContextCallbacks) -> None:
-        self._cb = callbacks
-
-    def on_next(self, value: TtsEvent) -> None:
-        cb, cid = self._cb, value.context_id
-        match value:
-            case AudioChunk():
-                if cb.on_chunk:
-                    _guard("on_chunk", cb.on_chunk, value)
-            case Final():
-                if cb.on_final and cid is not None:
-                    _guard("on_final", cb.on_final, cid)
-            case ContextCreated():
-                if cb.on_context_created and cid is not None:
-                    _guard("on_context_created", cb.on_context_created, cid)
-            case ContextClosed():
-                if cb.on_context_closed and cid is not None:
-                    _guard("on_context_closed", cb.on_context_closed, cid, value.usage)
-            case ContextTimeout():
-                if cb.on_context_timeout and cid is not None:
-                    _guard("on_context_timeout", cb.on_context_timeout, cid)
-            case SessionStarted():
-                if cb.on_session_started:
-                    _guard("on_session_started", cb.on_session_started, value.session_id)
-            case SessionClosed():
-                if cb.on_session_closed:
-                    _guard("on_session_closed", cb.on_session_closed, session_stats(value))
-            case ContextError():
-                if cb.on_error:
-                    _guard("on_error", cb.on_error, value.error, cid)
-            case _:
-                pass
-
-    def on_error(self, error: Exception) -> None:  # pragma: no cover - events never errors
-        if self._cb.on_error:
-            _guard("on_error", self._cb.on_error, error, None)
-
-    def on_completed(self) -> None:
-        pass
-
-
-def fails_every_context(error: Exception) -> bool:
-    """True for a session-wide error that ends every context (PROTOCOL 6.6).
-
-    A context-less ``VALIDATION_ERROR`` only rejects an ``update_settings`` (PROTOCOL
-    5.7); anything else without a ``context_id`` (socket lost, credits, model) fails all.
-    """
-    return not isinstance(error, ValidationError)
 
 
 def _as_event(out: Output) -> TtsEvent:
@@ -566,112 +453,12 @@ class MultiContextSession:
         A local admission error (:class:`~rxtts.errors.TooManyContextsError`) errors
         the result.
         """
-        session = self
 
         def subscribe(
             observer: abc.ObserverBase[GroupedObservable[str, TtsEvent]],
             scheduler: abc.SchedulerBase | None = None,
         ) -> abc.DisposableBase:
-            lock = threading.RLock()
-            groups: dict[str, Subject[TtsEvent]] = {}
-            source_done = False
-            stopped = False
-            source_sub = SerialDisposable()
-            events_sub = SerialDisposable()
-
-            def stop() -> list[str]:
-                nonlocal stopped
-                stopped = True
-                open_ids = list(groups)
-                groups.clear()
-                source_sub.dispose()
-                events_sub.dispose()
-                return open_ids
-
-            def finish_if_done() -> None:
-                if source_done and not groups and not stopped:
-                    stop()
-                    observer.on_completed()
-
-            def fail(error: Exception) -> None:
-                failed = list(groups.values())
-                for cid in stop():
-                    with contextlib.suppress(RxTtsError):
-                        session.close_context(cid, immediate=True)
-                for group in failed:
-                    group.on_error(error)
-                observer.on_error(error)
-
-            def on_event(event: TtsEvent) -> None:
-                with lock:
-                    if not stopped:
-                        _isolated(route, event)
-
-            def route(event: TtsEvent) -> None:
-                cid = event.context_id
-                if isinstance(event, ContextError) and cid is None:
-                    if fails_every_context(event.error):
-                        fail(event.error)
-                    return
-                group = groups.get(cid) if cid is not None else None
-                if group is None or cid is None:
-                    return
-                if isinstance(event, ContextError):
-                    del groups[cid]
-                    group.on_error(event.error)
-                    finish_if_done()
-                    return
-                group.on_next(event)
-                if isinstance(event, _ENDS_CONTEXT):
-                    del groups[cid]
-                    group.on_completed()
-                    finish_if_done()
-
-            def on_item(item: KeyedText) -> None:
-                with lock:
-                    if stopped:
-                        return
-                    try:
-                        cid, text = item
-                        new = cid not in groups
-                        if new:
-                            session.create_context(cid, voices.get(cid) if voices else None)
-                            groups[cid] = Subject()
-                            observer.on_next(GroupedObservable(cid, groups[cid]))
-                        session._speak_item(cid, text)
-                    except Exception as exc:
-                        fail(exc)
-
-            def on_source_error(error: Exception) -> None:
-                with lock:
-                    if not stopped:
-                        fail(error)
-
-            def on_source_completed() -> None:
-                nonlocal source_done
-                with lock:
-                    if stopped:
-                        return
-                    source_done = True
-                    for cid in list(groups):
-                        with contextlib.suppress(RxTtsError):
-                            session.close_context(cid)
-                    finish_if_done()
-
-            def dispose() -> None:
-                with lock:
-                    if stopped:
-                        return
-                    open_ids = stop()
-                for cid in open_ids:
-                    with contextlib.suppress(RxTtsError):
-                        session.close_context(cid, immediate=True)
-
-            events_sub.disposable = session._subject.subscribe(on_event)
-            source_sub.disposable = source.subscribe(
-                on_item, on_source_error, on_source_completed, scheduler=scheduler
-            )
-            return Disposable(dispose)
+            return KeyedSpeech(self, observer, voices).start(source, scheduler)
 
         return Observable(subscribe)
 
@@ -700,9 +487,6 @@ class MultiContextSession:
         ``keep_alive_every`` inserts keep-alives while ``tokens`` is silent that long
         (see :func:`~rxtts.operators.keep_alive.keep_alive`).
         """
-        from rxtts.client.session import as_token_observable
-
-        session = self
         source = as_token_observable(tokens, self._loop)
         if keep_alive_every is not None:
             source = source.pipe(keep_alive_operator(keep_alive_every))
@@ -710,103 +494,8 @@ class MultiContextSession:
         def subscribe(
             observer: abc.ObserverBase[TtsEvent], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            lock = threading.RLock()
-            done = False
-            flushed = False
-            closing = False
-            spoke = False
-            tokens_sub = SerialDisposable()
-            events_sub = SerialDisposable()
-
-            def end() -> None:
-                nonlocal done
-                done = True
-                tokens_sub.dispose()
-                events_sub.dispose()
-
-            def fail(error: Exception, close: bool) -> None:
-                end()
-                if close:
-                    with contextlib.suppress(RxTtsError):
-                        session.close_context(context_id, immediate=True)
-                observer.on_error(error)
-
-            def on_event(event: TtsEvent) -> None:
-                with lock:
-                    if not done:
-                        _isolated(route, event)
-
-            def route(event: TtsEvent) -> None:
-                nonlocal closing
-                if isinstance(event, ContextError):
-                    if event.context_id == context_id:
-                        fail(event.error, close=False)
-                    elif event.context_id is None and fails_every_context(event.error):
-                        fail(event.error, close=True)
-                    return
-                if event.context_id != context_id:
-                    return
-                observer.on_next(event)
-                if isinstance(event, _ENDS_CONTEXT):
-                    end()
-                    observer.on_completed()
-                elif isinstance(event, Final) and flushed and not closing:
-                    closing = True
-                    with contextlib.suppress(RxTtsError):
-                        session.close_context(context_id)
-
-            def on_token(token: Any) -> None:
-                nonlocal spoke
-                with lock:
-                    if done:
-                        return
-                    try:
-                        if isinstance(token, str) and token:
-                            spoke = True
-                        session._speak_item(context_id, token)
-                    except Exception as exc:
-                        fail(exc, close=True)
-
-            def on_tokens_error(error: Exception) -> None:
-                with lock:
-                    if not done:
-                        fail(error, close=True)
-
-            def on_tokens_done() -> None:
-                nonlocal flushed, closing
-                with lock:
-                    if done:
-                        return
-                    flushed = True
-                    try:
-                        if spoke:
-                            session.flush(context_id)
-                        else:
-                            closing = True  # nothing to speak: no final to wait for
-                            session.close_context(context_id)
-                    except Exception as exc:
-                        fail(exc, close=True)
-
-            def dispose() -> None:
-                with lock:
-                    if done:
-                        return
-                    end()
-                with contextlib.suppress(RxTtsError):
-                    session.close_context(context_id, immediate=True)
-
-            events_sub.disposable = session._subject.subscribe(on_event)
-            with lock:
-                try:
-                    session.create_context(context_id, voice_id, voice_settings)
-                except Exception as exc:
-                    end()
-                    observer.on_error(exc)
-                    return Disposable()
-            tokens_sub.disposable = source.subscribe(
-                on_token, on_tokens_error, on_tokens_done, scheduler=scheduler
-            )
-            return Disposable(dispose)
+            speech = ContextSpeech(self, observer, context_id, voice_id, voice_settings)
+            return speech.start(source, scheduler)
 
         return Observable(subscribe)
 
@@ -833,7 +522,7 @@ class MultiContextSession:
                 return event.context_id == context_id or (
                     event.context_id is None and fails_every_context(event.error)
                 )
-            return event.context_id == context_id and isinstance(event, _ENDS_CONTEXT)
+            return event.context_id == context_id and isinstance(event, ENDS_CONTEXT)
 
         ended: Observable[Any] = self._subject.pipe(ops.filter(ends))
         stop = ended if until is None else reactivex.merge(ended, until)
@@ -934,7 +623,7 @@ class MultiContextSession:
     def _set_callbacks(self, callbacks: MultiContextCallbacks) -> None:
         if self._callbacks_sub is not None:
             self._callbacks_sub.dispose()
-        self._callbacks_sub = self._subject.subscribe(_CallbackObserver(callbacks))
+        self._callbacks_sub = self._subject.subscribe(MultiCallbackObserver(callbacks))
 
     # -- the link (rxtts.client.connection) ----------------------------------------------
 
@@ -1017,14 +706,6 @@ class MultiContextSession:
             self._subject.on_next(event)
         except Exception:
             log.exception("rxtts: an events subscriber raised")
-
-
-def _isolated(fn: Callable[[TtsEvent], None], event: TtsEvent) -> None:
-    # A raising subscriber must not stop the session's other subscribers.
-    try:
-        fn(event)
-    except Exception:
-        log.exception("rxtts: a multi-context subscriber raised")
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

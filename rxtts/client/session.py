@@ -30,18 +30,19 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any
 
-import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 from reactivex.subject import Subject
 
+from rxtts.client.callbacks import SessionCallbacks, StreamCallbackObserver
 from rxtts.client.connection import Link, Loss, deliver, finish, isolated
+from rxtts.client.tokens import Tokens, as_token_observable
 from rxtts.config import StreamConfig
 from rxtts.errors import (
     ConnectionClosedError,
@@ -51,17 +52,12 @@ from rxtts.errors import (
     ValidationError,
 )
 from rxtts.events import (
-    AudioChunk,
-    ChunkComplete,
-    Final,
     Interrupted,
     SessionClosed,
     SessionUsage,
     SettingsUpdated,
     TtsEvent,
     TurnMetrics,
-    WordTimestamp,
-    WordTimestamps,
 )
 from rxtts.operators.metrics import MetricsAccumulator
 from rxtts.protocol.client import StreamClient
@@ -70,96 +66,11 @@ from rxtts.transport import CloseInfo, ReconnectPolicy, Transport, TransportOpti
 
 log = logging.getLogger("rxtts.client.session")
 
-Tokens: TypeAlias = "Observable[Any] | AsyncIterable[str] | Iterable[str] | str"
-"""What ``speak`` accepts: an observable of ``str`` (``FLUSH`` items are skipped), an
-async iterator (e.g. an LLM stream; consumed by the first subscription only), an
-iterable of tokens, or one string."""
 
 DEFAULT_CANCEL_TIMEOUT = 5.0
 """``cancel_current`` gives up after this many quiet seconds (JS ``cancelCurrent``)."""
 DEFAULT_END_TIMEOUT = 15.0
 """``end_session``/``update_settings`` give up after this many quiet seconds (JS)."""
-
-
-# -- callbacks ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SessionCallbacks:
-    """The seed's ``StreamingSessionCallbacks``, snake_case; every one optional."""
-
-    on_chunk: Callable[[AudioChunk], None] | None = None
-    """Every audio frame."""
-    on_chunk_complete: Callable[[int, float, float], None] | None = None
-    """``(chunk_id, audio_seconds, gen_ms)`` when a text chunk's audio is complete."""
-    on_final: Callable[[Final], None] | None = None
-    """All audio of a turn was delivered (``final``)."""
-    on_session_closed: Callable[[float], None] | None = None
-    """A turn ended; the argument is its total audio seconds (usage: ``last_usage``)."""
-    on_interrupted: Callable[[], None] | None = None
-    """The server acknowledged a cancel."""
-    on_error: Callable[[Exception], None] | None = None
-    """A typed error (:mod:`rxtts.errors`)."""
-    on_word_timestamps: Callable[[tuple[WordTimestamp, ...]], None] | None = None
-    """Word alignment of a chunk (when ``word_timestamps=True``)."""
-    on_metrics: Callable[[TurnMetrics], None] | None = None
-    """Client-side metrics of a finished turn (TTFB, TTFA, ...)."""
-
-
-def _guard(name: str, fn: Callable[..., None], *args: Any) -> None:
-    try:
-        fn(*args)
-    except Exception:
-        log.exception("rxtts: callback %s raised", name)
-
-
-class _CallbackObserver(abc.ObserverBase[TtsEvent]):
-    """Routes the session's event stream to the seed-style callbacks."""
-
-    __slots__ = ("_cb",)
-
-    def __init__(self, callbacks: SessionCallbacks) -> None:
-        self._cb = callbacks
-
-    def on_next(self, value: TtsEvent) -> None:
-        cb = self._cb
-        match value:
-            case AudioChunk():
-                if cb.on_chunk:
-                    _guard("on_chunk", cb.on_chunk, value)
-            case ChunkComplete():
-                if cb.on_chunk_complete:
-                    _guard(
-                        "on_chunk_complete",
-                        cb.on_chunk_complete,
-                        value.chunk_id,
-                        value.audio_seconds,
-                        value.gen_ms,
-                    )
-            case Final():
-                if cb.on_final:
-                    _guard("on_final", cb.on_final, value)
-            case SessionClosed():
-                if cb.on_session_closed:
-                    _guard("on_session_closed", cb.on_session_closed, value.total_audio_seconds)
-            case Interrupted():
-                if cb.on_interrupted:
-                    _guard("on_interrupted", cb.on_interrupted)
-            case WordTimestamps():
-                if cb.on_word_timestamps:
-                    _guard("on_word_timestamps", cb.on_word_timestamps, value.words)
-            case TurnMetrics():
-                if cb.on_metrics:
-                    _guard("on_metrics", cb.on_metrics, value)
-            case _:
-                pass
-
-    def on_error(self, error: Exception) -> None:
-        if self._cb.on_error:
-            _guard("on_error", self._cb.on_error, error)
-
-    def on_completed(self) -> None:
-        pass
 
 
 # -- turns --------------------------------------------------------------------------------
@@ -213,48 +124,6 @@ class _TokenObserver(abc.ObserverBase[Any]):
         self._session._on_loop(self._session._tokens_done, self._turn)
 
 
-def _from_async_iterable(source: AsyncIterable[str], loop: asyncio.AbstractEventLoop) -> Observable[str]:
-    """An async iterator as a cold observable driven by a task on ``loop``."""
-
-    def subscribe(
-        observer: abc.ObserverBase[str], scheduler: abc.SchedulerBase | None = None
-    ) -> abc.DisposableBase:
-        async def pump() -> None:
-            try:
-                async for item in source:
-                    observer.on_next(item)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                observer.on_error(exc)
-            else:
-                observer.on_completed()
-
-        task = asyncio.run_coroutine_threadsafe(pump(), loop)
-
-        def cancel() -> None:
-            task.cancel()
-
-        return Disposable(cancel)
-
-    return Observable(subscribe)
-
-
-def as_token_observable(tokens: Tokens, loop: asyncio.AbstractEventLoop) -> Observable[Any]:
-    """Normalise what ``speak`` accepts to an observable of tokens."""
-    if isinstance(tokens, Observable):
-        return tokens
-    if isinstance(tokens, str):
-        return reactivex.just(tokens)
-    if isinstance(tokens, AsyncIterable):
-        return _from_async_iterable(tokens, loop)
-    if isinstance(tokens, Iterable):
-        return reactivex.from_iterable(tokens)
-    raise TypeError(
-        f"speak() takes an Observable, iterable or async iterable of str, not {type(tokens).__name__}"
-    )
-
-
 # -- the session --------------------------------------------------------------------------
 
 
@@ -302,7 +171,7 @@ class StreamingSession:
         self._active: _SpeakTurn | None = None
         self._subject: Subject[TtsEvent] = Subject()
         self._callbacks = callbacks or SessionCallbacks()
-        self._cb_observer = _CallbackObserver(self._callbacks)
+        self._cb_observer = StreamCallbackObserver(self._callbacks)
         self._subject.subscribe(self._cb_observer)
         self._cancels_sent = 0
         self._acks = 0

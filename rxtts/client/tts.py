@@ -24,8 +24,9 @@ import numpy.typing as npt
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from rxtts.client.callbacks import SessionCallbacks
 from rxtts.client.connection import Link, Loss, deliver, finish
-from rxtts.client.session import SessionCallbacks, StreamingSession
+from rxtts.client.session import StreamingSession
 from rxtts.config import StreamConfig
 from rxtts.errors import RxTtsError
 from rxtts.events import (
