@@ -387,3 +387,186 @@ def test_property_pipeline_lossless_for_any_tokenisation(
     for got, given_ in zip(split_turns(out), split_turns(tokens), strict=True):
         assert squash("".join(got)) == squash("".join(given_))
         assert all(chunk.strip() for chunk in got)
+
+
+# --- idle release: whole words, measured from output idle (PROTOCOL S-8a) ------------
+
+
+def run_idle_marble(
+    events: list[tuple[float, TextItem]],
+    idle_events: list[tuple[float, bool]] | None = None,
+    end: float = 1000,
+    **kw: Any,
+) -> list[Any]:
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(*[on_next(t, v) for t, v in events], on_completed(end))
+    idle = None
+    if idle_events is not None:
+        idle = scheduler.create_hot_observable(*[on_next(t, v) for t, v in idle_events])
+    return scheduler.start(lambda: xs.pipe(chunk_schedule(idle=idle, **kw))).messages
+
+
+def test_pure_timeout_keeps_the_partial_word() -> None:
+    c = ChunkScheduler((100,), segment=True)
+    assert c.push("Hello there. How are yo") == []
+    assert c.timeout() == ["Hello there. How are"]
+    assert c.pending == "yo"
+    assert c.timeout() == []  # only a partial word: it waits
+    assert c.push("u doing") == []
+    assert c.timeout() == ["you"]  # "doing" may go on
+    assert c.push("?") == []
+    assert c.timeout() == ["doing?"]  # punctuation after a letter completes the word
+    assert c.flush() == []
+
+
+def test_pure_timeout_never_splits_an_open_tag_or_inline_code() -> None:
+    c = ChunkScheduler((100,), segment=True)
+    c.push('Wait <break time="1')
+    assert c.timeout() == ["Wait"]
+    c.push('s"/> now `x = ')
+    assert c.timeout() == ['<break time="1s"/> now']
+    assert c.flush() == ["`x ="]
+
+
+def test_pure_segment_mode_matches_sentences_then_chunk_schedule() -> None:
+    tokens = ["Dr", ". Smith is ", "in. He", " will call.", " Bye"]
+    c = ChunkScheduler((10, 100), auto_mode=True, segment=True, first_chunk="sentence")
+    out = [chunk for t in tokens for chunk in c.push(t)] + c.flush()
+    assert out == ["Dr. Smith is in.", "He will call. Bye"]
+
+
+def test_phrase_first_chunk_needs_segment() -> None:
+    with pytest.raises(ValueError, match="first_chunk"):
+        chunk_schedule(first_chunk="phrase")
+    with pytest.raises(ValueError, match="first_chunk"):
+        chunk_schedule(first_chunk="clause", segment=True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_words"):
+        chunk_schedule(segment=True, min_words=5, max_words=4)
+    with pytest.raises(ValueError, match="min_words"):
+        chunk_schedule(segment=True, min_words=0)
+
+
+def test_marble_idle_timer_counts_from_the_last_text_when_already_idle() -> None:
+    messages = run_idle_marble(
+        [(210, "Hel"), (220, "lo wor"), (260, "ld and"), (300, FLUSH)],
+        [(205, True)],
+        schedule=(100,),
+        segment=True,
+        flush_timeout_ms=30_000,
+    )
+    assert messages == [
+        on_next(250, "Hello"),  # 30 after the last text (220); "wor" is kept
+        on_next(290, "world"),  # 30 after 260; "and" is kept
+        on_next(300, "and"),
+        on_next(300, FLUSH),
+        on_completed(1000),
+    ]
+
+
+def test_marble_idle_timer_is_held_while_busy_and_starts_when_idle() -> None:
+    messages = run_idle_marble(
+        [(210, "Hello there "), (220, "friend ")],
+        [(201, True), (215, False), (300, True), (305, False), (310, True)],
+        schedule=(100,),
+        segment=True,
+        flush_timeout_ms=30_000,
+    )
+    assert messages == [
+        # Busy from 215 to 300: no release at 250; idle at 300 restarts, busy at 305
+        # cancels, idle at 310 counts again: released at 340.
+        on_next(340, "Hello there friend"),
+        on_completed(1000),
+    ]
+
+
+def test_marble_idle_timer_holds_a_lone_partial_word() -> None:
+    messages = run_idle_marble(
+        [(210, "Supercalifragi"), (400, "listic "), (500, FLUSH)],
+        [(201, True)],
+        schedule=(100,),
+        segment=True,
+        flush_timeout_ms=10_000,
+    )
+    assert messages == [
+        on_next(410, "Supercalifragilistic"),  # nothing at 220: one partial word waits
+        on_next(500, FLUSH),
+        on_completed(1000),
+    ]
+
+
+def test_marble_flush_after_a_timeout_release() -> None:
+    messages = run_idle_marble(
+        [(210, "One. Two thr"), (300, "ee"), (310, FLUSH), (320, "Next.")],
+        [(201, False), (250, True)],
+        schedule=(100,),
+        segment=True,
+        flush_timeout_ms=20_000,
+    )
+    assert messages == [
+        on_next(270, "One. Two"),  # 20 after idle turned True at 250
+        on_next(310, "three"),  # FLUSH releases the kept word, then itself
+        on_next(310, FLUSH),
+        on_next(340, "Next."),  # new turn, idle: "Next." ends in punctuation, so it is whole
+        on_completed(1000),
+    ]
+
+
+def test_marble_idle_without_a_timeout_changes_nothing() -> None:
+    messages = run_idle_marble(
+        [(210, "Hi. Some"), (220, FLUSH)], [(201, False)], schedule=(100,), segment=True
+    )
+    assert messages == [on_next(220, "Hi. Some"), on_next(220, FLUSH), on_completed(1000)]
+
+
+def test_marble_idle_error_is_forwarded() -> None:
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(on_next(210, "Hi"), on_completed(400))
+    boom = RuntimeError("idle failed")
+    idle = scheduler.create_hot_observable(on_error(220, boom))
+    op = chunk_schedule((100,), flush_timeout_ms=10_000, idle=idle, segment=True)
+    assert scheduler.start(lambda: xs.pipe(op)).messages == [on_error(220, boom)]
+
+
+WORDY = st.sampled_from(
+    ["alpha", "be", "gamma.", "Delta,", "eps;", "Zeta!", "eta?", "(theta)", "iota —", "k"]
+)
+
+
+@st.composite
+def timed_tokens(draw: st.DrawFn) -> list[str | None]:
+    """Tokens split anywhere, with ``None`` = an idle timeout and FLUSH sprinkled in."""
+    text = " ".join(draw(st.lists(WORDY, min_size=1, max_size=30)))
+    cuts = sorted(draw(st.sets(st.integers(0, len(text)), max_size=len(text))))
+    items: list[str | None] = []
+    for a, b in itertools.pairwise([0, *cuts, len(text)]):
+        items.append(text[a:b])
+        if draw(st.booleans()):
+            items.append(None)
+    return items
+
+
+@settings(max_examples=300, deadline=None)
+@given(timed_tokens(), SCHEDULES, st.booleans(), st.booleans())
+def test_property_idle_release_is_lossless_and_never_cuts_a_word(
+    items: list[str | None], schedule: list[int], auto_mode: bool, phrase: bool
+) -> None:
+    c = ChunkScheduler(schedule, auto_mode, segment=True, first_chunk="phrase" if phrase else "sentence")
+    fed = ""
+    out: list[str] = []
+    for item in items:
+        if item is None:
+            released = c.timeout()
+            out += released
+            done = squash("".join(out))
+            assert squash(fed).startswith(done)
+            if released:
+                # The last released character ends a word of the input: whitespace follows
+                # it, or it is punctuation after a letter at the end of the text so far.
+                rest = fed[[i for i, ch in enumerate(fed) if not ch.isspace()][len(done) - 1] + 1 :]
+                assert rest[:1].isspace() or (not rest and not fed.rstrip()[-1].isalnum())
+        else:
+            fed += item
+            out += c.push(item)
+        assert all(chunk and chunk == chunk.strip() for chunk in out)
+    out += c.flush()
+    assert squash("".join(out)) == squash(fed)

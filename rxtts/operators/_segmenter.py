@@ -62,6 +62,8 @@ _NON_SPACE: Final = re.compile(r"\S")
 _WORD: Final = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
 _CODE_EVENT: Final = re.compile(r"`+|\n[ \t]*\n")
 _TAG_EVENT: Final = re.compile(r"[<>]|\n[ \t]*\n")
+# A word that is complete although nothing follows it yet: punctuation after a letter.
+_WORD_END: Final = re.compile(r"[^\W\d_][.!?…,;:]+[\"'”’»)\]]*\Z")
 
 # --- word lists ----------------------------------------------------------------
 
@@ -162,8 +164,10 @@ class SentenceSegmenter:
 
     __slots__ = (
         "_buf",
+        "_code_start",
         "_fence",
         "_fence_midline",
+        "_last_text",
         "_line_kind",
         "_line_start",
         "_mode",
@@ -189,16 +193,82 @@ class SentenceSegmenter:
         self._fence = ""  # the marker that closes the current fenced block
         self._fence_midline = False
         self._tag_start = 0
+        self._code_start = 0  # where the current inline code span starts
+        self._last_text = -1  # index of the last non-space character in _buf
 
     @property
     def pending(self) -> str:
         """Text received but not yet returned as a segment."""
         return self._buf[self._start :]
 
+    @property
+    def pending_length(self) -> int:
+        """``len(pending)``, without building it."""
+        return len(self._buf) - self._start
+
+    @property
+    def has_text(self) -> bool:
+        """Whether :attr:`pending` holds a non-space character (O(1))."""
+        return self._last_text >= self._start
+
+    def safe_end(self) -> int:
+        """Length of the pending prefix that may be cut off: up to an open tag or code span.
+
+        Cutting before ``safe_end()`` never splits an SSML/XML tag or inline code.
+        """
+        end = len(self._buf)
+        if self._mode == _TAG:
+            end = self._tag_start
+        elif self._mode == _CODE:
+            end = self._code_start
+        return max(end - self._start, 0)
+
+    def releasable(self) -> int:
+        """Length of the pending prefix an idle release may take (PROTOCOL S-8a).
+
+        Everything up to the last word boundary at or before :meth:`safe_end`: the
+        trailing word stays pending while more of it may come. A trailing word that
+        ends in punctuation after a letter (``you.``, ``Lisbon,``, ``done!)``) is
+        complete. 0 when the pending text is a single partial word.
+        """
+        buf = self._buf
+        lo = self._start
+        end = lo + self.safe_end()
+        if end == lo:
+            return 0
+        if buf[end - 1].isspace():
+            return end - lo
+        if end == len(buf) and _WORD_END.search(buf, max(lo, end - 12)) is not None:
+            return end - lo
+        p = end - 1  # back over the partial word (paid once per idle release)
+        while p > lo and not buf[p - 1].isspace():
+            p -= 1
+        return p - lo
+
+    def take(self, n: int) -> str:
+        """Remove the first ``n`` pending characters and return them stripped.
+
+        ``n`` must end at a word boundary (:meth:`releasable`, or a phrase cut that
+        ends before whitespace); scanning goes on with the rest as the current
+        segment, so the text is neither lost nor repeated.
+        """
+        lo = self._start
+        cut = min(lo + max(n, 0), len(self._buf))
+        text = self._buf[lo:cut].strip()
+        self._start = cut
+        self._pos = max(self._pos, cut)  # a decision waiting before the cut is moot now
+        if self._new_line and self._line_start < cut:
+            self._line_start = cut
+        self._compact()
+        return text
+
     def push(self, text: str) -> list[str]:
         """Add a token; return the segments that are now certainly complete."""
         if not text:
             return []
+        stripped = len(text.rstrip())
+        if stripped:
+            self._last_text = len(self._buf) + stripped - 1
         if (
             self._pos == len(self._buf)  # no decision is waiting for this text
             and self._mode == _NORMAL
@@ -282,6 +352,8 @@ class SentenceSegmenter:
         self._pos -= s
         self._line_start -= s
         self._tag_start -= s
+        self._code_start -= s
+        self._last_text -= s
 
     def _emit(self, cut: int, out: list[str]) -> None:
         seg = self._buf[self._start : cut].strip()
@@ -536,6 +608,7 @@ class SentenceSegmenter:
         if j == len(buf) and not final:
             return _WAIT  # the run may grow
         self._ticks = j - i
+        self._code_start = i
         self._mode = _CODE
         return j
 
