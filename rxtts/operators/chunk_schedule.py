@@ -201,7 +201,10 @@ class _PhraseFinder:
                 if cut >= 0:
                     self._done = True
                     return cut
-        self._word += text[pos:]
+        word = self._word  # append in place (see SentenceSegmenter.push)
+        self._word = ""
+        word += text[pos:]
+        self._word = word
         return -1
 
     def _complete(self, word: str, end: int) -> int:
