@@ -68,6 +68,7 @@ _OPENERS: Final = _wordset(
     during through without like"""
 )
 _CLAUSE_MARKS: Final = ",;:—–"
+_ANGLE: Final = re.compile(r"[<>]")
 _DASHES: Final = frozenset(("-", "--", "–", "—"))
 _WORD_TRIM: Final = "\"'“”‘’«»‹›()[]{}*_<>.,;:!?…—–-"
 _CLOSING: Final = "\"'”’»›)]}*_"
@@ -162,11 +163,24 @@ class _PhraseFinder:
       (``and``, ``that``, ``to``, ``in``...), else the latest one at all;
     * never after a function word, a word ending in ``.``/``!``/``?`` (sentence
       ends belong to the segmenter; abbreviations are no cut points), an
-      opening bracket/quote, or inside an open ``<tag`` or inline code; when no
+      opening bracket/quote, or inside a tag, an element (``<spell>...</spell>``)
+      or inline code; when no
       word up to ``max_words`` qualifies, the first later word that does.
     """
 
-    __slots__ = ("_code", "_done", "_fed", "_max", "_min", "_tag", "_word", "_words")
+    __slots__ = (
+        "_closing",
+        "_code",
+        "_depth",
+        "_done",
+        "_fed",
+        "_max",
+        "_min",
+        "_neutral",
+        "_tag",
+        "_word",
+        "_words",
+    )
 
     def __init__(self, min_words: int, max_words: int) -> None:
         self._min = min_words
@@ -177,7 +191,10 @@ class _PhraseFinder:
         self._fed = 0
         self._word = ""  # the word being typed (no whitespace after it yet)
         self._words: list[tuple[int, str, bool]] = []  # (end offset, clean word, may cut after)
-        self._tag = False
+        self._tag = False  # inside "<...", before its ">"
+        self._closing = False  # that tag is "</...>"
+        self._neutral = False  # that tag is "<!...>" or "<?...>"
+        self._depth = 0  # open elements ("<spell>" before "</spell>")
         self._code = False
         self._done = False
 
@@ -208,13 +225,11 @@ class _PhraseFinder:
         return -1
 
     def _complete(self, word: str, end: int) -> int:
-        if "<" in word:
-            self._tag = ">" not in word[word.rindex("<") :]
-        elif ">" in word:
-            self._tag = False
+        if "<" in word or ">" in word:
+            self._markup(word)
         if word.count("`") % 2:
             self._code = not self._code
-        blocked = self._tag or self._code
+        blocked = self._tag or self._code or self._depth > 0
         words = self._words
         core = _clean(word)
         if not any(c.isalnum() for c in core):
@@ -237,6 +252,23 @@ class _PhraseFinder:
         if n > self._max:
             return end if ok else -1
         return -1
+
+    def _markup(self, word: str) -> None:
+        """Track open tags and elements: no cut inside ``<prosody ...>...</prosody>``."""
+        for m in _ANGLE.finditer(word):
+            i = m.start()
+            if word[i] == "<":
+                nxt = word[i + 1 : i + 2]
+                if nxt.isalpha() or nxt in ("/", "!", "?"):  # "a < b" is no tag
+                    self._tag = True
+                    self._closing = nxt == "/"
+                    self._neutral = nxt in ("!", "?")  # comments, processing instructions
+            elif self._tag:
+                self._tag = False
+                if self._closing:
+                    self._depth = max(0, self._depth - 1)
+                elif not self._neutral and word[i - 1 : i] != "/":  # "<x/>" opens nothing
+                    self._depth += 1
 
     def _best(self) -> int:
         words = self._words
