@@ -3,7 +3,8 @@
 Text side: a text stream is ``Observable[str | Flush]``; the server pipeline is
 ``text.pipe(sentences(), chunk_schedule(schedule, auto_mode), synthesize(...),
 encode_audio(...))``. Client side: ``turn_metrics()``, ``collect_audio()``,
-``write_wav()``, ``play()`` and ``keep_alive()`` work on session event streams.
+``write_wav()``, ``play()`` and ``keep_alive()`` work on session event streams;
+``pace()`` holds audio to a bounded lead over real-time playback.
 """
 
 from ._segmenter import SentenceSegmenter
@@ -13,6 +14,7 @@ from .flush import FLUSH, Flush, TextItem, is_flush
 from .keep_alive import KEEP_ALIVE, KeepAlivePolicy, idle_ticks, keep_alive
 from .markdown import strip_markdown, strip_markdown_text
 from .metrics import turn_metrics
+from .pace import audio_seconds, pace
 from .sentences import sentences
 from .sinks import collect_audio, play, to_numpy, write_wav
 from .synthesize import ChunkAudio, ChunkDone, ChunkStarted, FlushReached, SynthEvent, synthesize
@@ -35,12 +37,14 @@ __all__ = [
     "SentenceSegmenter",
     "SynthEvent",
     "TextItem",
+    "audio_seconds",
     "chunk_schedule",
     "collect_audio",
     "encode_audio",
     "idle_ticks",
     "is_flush",
     "keep_alive",
+    "pace",
     "play",
     "sentences",
     "strip_markdown",
