@@ -742,3 +742,19 @@ def test_word_cut_of_an_over_long_run_avoids_function_words() -> None:
     assert out == ["aaaa bbbb cccc", "of the dddd eeee", "ffff"]
     assert " ".join(out).split() == text.split()
     assert all(_clean_word(chunk.split()[-1]) not in FUNCTION_WORDS for chunk in out[:-1]), out
+
+
+def test_has_text_tracks_buffered_and_pending_text() -> None:
+    c = ChunkScheduler((100,), segment=True)
+    assert not c.has_text
+    c.push(" \n ")
+    assert not c.has_text  # whitespace only: no timer
+    c.push("Hi")
+    assert c.has_text
+    assert c.timeout() == []  # a lone partial word
+    c.push(" there. ")
+    assert c.buffered == "" and c.has_text
+    assert c.timeout() == ["Hi there."]
+    assert not c.has_text
+    c.push("Next")
+    assert c.has_text and c.flush() == ["Next"] and not c.has_text
