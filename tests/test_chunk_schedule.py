@@ -758,3 +758,20 @@ def test_has_text_tracks_buffered_and_pending_text() -> None:
     assert not c.has_text
     c.push("Next")
     assert c.has_text and c.flush() == ["Next"] and not c.has_text
+
+
+def test_marble_of_the_idle_docstring() -> None:
+    messages = run_idle_marble(
+        [(301, "Hel"), (303, "lo wor"), (320, "ld"), (322, FLUSH)],
+        [(300, True), (305, False), (312, True)],
+        end=325,
+        schedule=(100,),
+        flush_timeout_ms=3000,
+        segment=True,
+    )
+    assert messages == [
+        on_next(315, "Hello"),
+        on_next(322, "world"),
+        on_next(322, FLUSH),
+        on_completed(325),
+    ]

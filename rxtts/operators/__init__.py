@@ -1,10 +1,13 @@
 """Public Rx operators of rxtts (RxPY style: thin typed functions, cold, reusable).
 
-Text side: a text stream is ``Observable[str | Flush]``; the server pipeline is
+Text side: a text stream is ``Observable[str | Flush]``; the pipeline is
 ``text.pipe(sentences(), chunk_schedule(schedule, auto_mode), synthesize(...),
-encode_audio(...))``. Client side: ``turn_metrics()``, ``collect_audio()``,
-``write_wav()``, ``play()`` and ``keep_alive()`` work on session event streams;
-``pace()`` holds audio to a bounded lead over real-time playback.
+encode_audio(...))``, or, with the segmentation inside the scheduler (idle release
+that keeps partial words, phrase-aware first chunk), ``text.pipe(chunk_schedule(
+schedule, auto_mode, segment=True, flush_timeout_ms=..., idle=...), ...)``.
+Client side: ``turn_metrics()``, ``collect_audio()``, ``write_wav()``, ``play()``
+and ``keep_alive()`` work on session event streams; ``pace()`` holds audio to a
+bounded lead over real-time playback.
 """
 
 from ._segmenter import SentenceSegmenter

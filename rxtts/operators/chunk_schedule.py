@@ -551,12 +551,16 @@ def chunk_schedule(
         --"Hi there."-----------------------"How are you? Fine."F--|
 
     .. marble::
-        :alt: chunk_schedule idle release, segment=True, flush_timeout_ms=3 ticks
+        :alt: idle release; one dash = 1 s; a = "Hel", b = "lo wor", c = "ld"
 
-        text: -"Hel"-"lo wor"------------------"ld."-F-|
-        idle: -T----------F--------T---------------------
-        [   chunk_schedule((100,), segment=True, idle=idle)   ]
-        out:  ----------------------------"Hello"----"world."F|
+        text: -a-b----------------c-F--|
+        idle: T----F------T-------------
+        [ chunk_schedule((100,), flush_timeout_ms=3000, segment=True, idle=idle) ]
+        out:  ---------------x------(yF)|
+
+    (``x`` = ``"Hello"``: 3 s after ``idle`` turned True again, not after the last
+    text, which came while the consumer was busy; ``"wor"`` stays. ``y`` =
+    ``"world"``, released by the FLUSH.)
 
     Example:
         >>> text.pipe(chunk_schedule(LOW_LATENCY.chunk_length_schedule, auto_mode=True,
