@@ -579,6 +579,7 @@ def chunk_schedule(
             scheduler, then :class:`TimeoutScheduler`.
         idle: "The consumer has nothing left to send" flags; the idle timer
             counts only while the latest value is ``True`` (``None``: always).
+            Not subscribed without ``flush_timeout_ms``.
         segment: The input is the raw token stream; segment it here.
         first_chunk: ``"sentence"``, ``"phrase"`` or ``None`` (derived from
             ``auto_mode`` and ``segment``).
