@@ -88,7 +88,7 @@ def test_windows_tile_the_sentence_with_clipped_margins(frames: int) -> None:
         assert a == b  # contiguous, no gap, no overlap
     for a, b, lo, hi in bounds:
         assert a < b and lo == max(0, a - 48) and hi == min(frames, b + 40)
-    assert bounds[0][1] == min(frames, 16) or frames - 16 < 8  # early first audio
+    assert bounds[0][1] == (16 if frames - 16 >= 24 else frames)  # early first audio
 
 
 def test_windows_grow_and_absorb_a_short_tail() -> None:
@@ -96,6 +96,7 @@ def test_windows_grow_and_absorb_a_short_tail() -> None:
     assert sizes[:4] == [16, 48, 144, 432] and sizes[4:-1] == [432] * (len(sizes) - 5)
     assert [b - a for a, b, _, _ in window_bounds(70, (16, 48), (0, 0))] == [16, 54]  # 6 < 24 joins
     assert [b - a for a, b, _, _ in window_bounds(100, (16, 48), (0, 0))] == [16, 48, 36]
+    assert [b - a for a, b, _, _ in window_bounds(126, DEFAULT_WINDOWS, DEFAULT_MARGINS)] == [16, 110]
 
 
 # -- real voice ----------------------------------------------------------------------------
