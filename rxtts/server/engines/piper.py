@@ -11,10 +11,13 @@ importing rxtts never pulls them in.
   split once into a frontend (text encoder, duration predictor, prior sampling) and a
   decoder (flow + HiFi-GAN, a CNN over frames), see :mod:`.piper_split`. The frontend runs
   on the whole sentence; the decoder then runs in growing frame windows (``windows``,
-  default 16, 48, 144, 432 frames of 11.6 ms), each with ``margins`` frames of context
-  before/after that are decoded and dropped, and every window is yielded as soon as it
-  is ready. With the default margins (48, 40: streaming-vits' defaults) the concatenation
-  matches the whole-sentence decode to ~1e-5 (measured; tests assert < 1e-3).
+  default 16, 48, 144, 432 frames of 11.6 ms; a short tail joins the window before it,
+  see :func:`window_bounds`), each with ``margins`` frames of context before/after that
+  are decoded and dropped, and every window is yielded as soon as it is ready. With the
+  default margins (48, 40: streaming-vits' defaults) the concatenation matches the
+  whole-sentence decode to ~1e-5, same length (measured; tests assert < 1e-3, +-2).
+  Measured on 2 shared cores (``python -m rxtts.bench.engine``): first audio ~2-4x
+  sooner for 6 words, ~4x for 25; total compute 1.3-1.5x of one decode.
   Why not ``streaming_vits.StreamingTTS`` itself: it caches its split next to the model
   (inside site-packages for the bundled voice), builds its own sessions (spinning
   threads, no ``RunOptions``), phonemizes with an ``espeak-ng`` subprocess instead of
@@ -299,9 +302,11 @@ class PiperEngine:
             durations = prior.durations
             pieces = self._windows(model, prior, run_options, cancel)
         alignment = aligner.sentence(index, phonemes, durations, owner, model.hop) if aligner else None
-        resampler = soxr.ResampleStream(self.sample_rate * factor, self.sample_rate, 1, dtype="float32")
+        resampler = None
+        if factor != 1.0:  # derived voice: read at sr*f, resample to sr -> pitch x f
+            resampler = soxr.ResampleStream(self.sample_rate * factor, self.sample_rate, 1, dtype="float32")
         for raw, last in pieces:
-            audio = raw if factor == 1.0 else resampler.resample_chunk(raw, last=last)
+            audio = raw if resampler is None else resampler.resample_chunk(raw, last=last)
             if audio.size:
                 yield EngineBlock(soft_limit(audio * self.gain), alignment)
                 alignment = None

@@ -16,9 +16,9 @@ Decisions:
   output, for word alignment.
 - The graphs are cached under ``$RXTTS_CACHE_DIR`` or ``$XDG_CACHE_HOME/rxtts`` (default
   ``~/.cache/rxtts``), in ``piper-split/<sha256 of the model file>``, never next to the
-  model (that is site-packages for the bundled voice). Building takes ~2 s once; a
-  finished directory is renamed into place atomically, so concurrent servers never see a
-  half-written cache.
+  model (that is site-packages for the bundled voice); if that cannot be created, under
+  the temp dir (``rxtts-cache``). Building takes ~2 s once; a finished directory is
+  renamed into place atomically, so concurrent servers never see a half-written cache.
 - Single-speaker voices only (joe): a multi-speaker seam also carries a speaker
   embedding, which the engine has no use for.
 """
@@ -88,11 +88,21 @@ def model_digest(model_path: Path) -> str:
 
 def split_voice(model_path: Path, cache: Path | None = None) -> SplitVoice:
     """The split graphs of ``model_path``, built on first use and cached by its hash."""
-    target = (cache or cache_root()) / "piper-split" / model_digest(model_path)[:32]
+    key = model_digest(model_path)[:32]
+    target = (cache or cache_root()) / "piper-split" / key
     cached = _load(target)
     if cached is not None:
         return cached
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # no writable home (some CI sandboxes): fall back to the temp dir
+        if cache is not None:
+            raise
+        target = Path(tempfile.gettempdir()) / "rxtts-cache" / "piper-split" / key
+        cached = _load(target)
+        if cached is not None:
+            return cached
+        target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
     try:
         split = _build(model_path, scratch)
