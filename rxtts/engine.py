@@ -162,7 +162,8 @@ class WordTiming:
     """First sample of the word, at the engine rate, from the start of the call's audio."""
     end_sample: int
     """Sample just past the word. Spans of one call are contiguous: a pause belongs to the
-    word before it, the first word starts at the sentence's first sample."""
+    word before it, the first word starts at the sentence's first sample (only a sentence
+    that starts no word, e.g. bare punctuation, is left uncovered)."""
     exact: bool = True
     """``True`` when both ends come from the model's phoneme durations; ``False`` when a
     boundary was interpolated (a word whose phonemes could not be told apart)."""

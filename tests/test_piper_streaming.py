@@ -230,3 +230,20 @@ def test_derived_voice_word_times_are_rescaled_to_its_audio(streaming: PiperEngi
     assert len(words) == 25
     total = sum(map(len, blocks))
     assert abs(words[-1].end_sample - total) <= 4  # model samples / 1.26, resampled
+
+
+@pytest.mark.slow
+def test_engine_benchmark_runs_and_reports_both_modes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Structure only (benchmarks are never timed tests): every case, both modes, numbers."""
+    from rxtts.bench import engine as bench
+
+    monkeypatch.setattr(bench, "SENTENCES", {"6 words": SIX, "25 words": TWENTY_FIVE})
+    results = bench.run(repeats=1, warmup=0)
+    assert [row["sentence"] for row in results["decode"]] == ["6 words", "25 words"]
+    for row in results["decode"]:
+        assert row["streaming"]["first_ms"] <= row["streaming"]["total_ms"]
+        assert row["streaming"]["blocks"] >= 2 and row["whole"]["blocks"] == 1
+        assert row["max_abs_diff"] < 1e-3 and row["length_diff_samples"] == 0
+    assert all(row["mapping_ms"] > 0 for row in results["alignment"])
+    table = bench.format_results(results)
+    assert "25 words" in table and "load average" in table and results["machine"]["logical_cores"]
