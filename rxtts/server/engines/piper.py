@@ -16,8 +16,8 @@ importing rxtts never pulls them in.
   are decoded and dropped, and every window is yielded as soon as it is ready. With the
   default margins (48, 40: streaming-vits' defaults) the concatenation matches the
   whole-sentence decode to ~1e-5, same length (measured; tests assert < 1e-3, +-2).
-  Measured on 2 shared cores (``python -m rxtts.bench.engine``): first audio ~2-4x
-  sooner for 6 words, ~4x for 25; total compute 1.3-1.5x of one decode.
+  Measured on 2 shared cores (``python -m rxtts.bench.engine``, p50): first audio 42 vs
+  72 ms for 6 words, 86 vs 410 ms for 25 words; total time 1.0-1.45x of one decode.
   Why not ``streaming_vits.StreamingTTS`` itself: it caches its split next to the model
   (inside site-packages for the bundled voice), builds its own sessions (spinning
   threads, no ``RunOptions``), phonemizes with an ``espeak-ng`` subprocess instead of
