@@ -32,6 +32,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from rxtts.events import WordTimestamp
+
 __all__ = [
     "AligningEngine",
     "Alignment",
@@ -187,6 +189,22 @@ class Alignment:
     source: str = "durations"
     """Where the times come from: ``"durations"`` (the model's duration predictor) or
     ``"estimate"`` (proportional to text length)."""
+
+    def word_timestamps(self, inexact_score: float = 0.5) -> tuple[WordTimestamp, ...]:
+        """As PROTOCOL 3.3 words: ms from the chunk's audio start, the same char offsets;
+        ``score`` 1.0 for exact spans and ``inexact_score`` for interpolated ones."""
+        rate = self.sample_rate
+        return tuple(
+            WordTimestamp(
+                w.word,
+                round(w.start_sample * 1000 / rate),
+                round(w.end_sample * 1000 / rate),
+                w.char_start,
+                w.char_end,
+                1.0 if w.exact and self.source == "durations" else inexact_score,
+            )
+            for w in self.words
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -151,6 +151,12 @@ def test_engine_block_reads_as_its_audio() -> None:
     assert np.asarray(block, dtype=np.float64).dtype == np.float64
     assert np.array_equal(np.concatenate([block, EngineBlock(audio)]), np.tile(audio, 2))
     assert block.alignment is not None and block.alignment.source == "durations"
+    inexact = WordTiming("there", 3, 8, 22050, 33075, exact=False)
+    stamps = Alignment((timing, inexact), 22050).word_timestamps()
+    assert [(w.word, w.start_ms, w.end_ms, w.char_start, w.char_end, w.score) for w in stamps] == [
+        ("Hi", 0, 0, 0, 2, 1.0),
+        ("there", 1000, 1500, 3, 8, 0.5),
+    ]
 
 
 def test_engine_blocks_wraps_plain_arrays_and_prefers_synthesize_blocks() -> None:
