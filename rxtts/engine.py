@@ -1,9 +1,24 @@
-"""The engine contract: voices, per-request settings, cancellation, errors.
+"""The engine contract: voices, per-request settings, cancellation, alignment, errors.
 
 Every TTS engine of the local server implements :class:`Engine`. The server calls
 ``synthesize`` on a worker thread and consumes the blocks as they come; to cancel a turn
 (barge-in, ``{"cancel": true}``) it calls :meth:`CancelToken.cancel` from another thread
 and the engine returns promptly, mid-sentence where it can (DESIGN section 4).
+
+Alignment (DESIGN section 4, issue 13): an engine that knows when each word is spoken
+also implements :class:`AligningEngine`, whose ``synthesize_blocks`` yields
+:class:`EngineBlock` (audio plus an optional :class:`Alignment`). Decisions:
+
+- ``Engine.synthesize`` keeps yielding plain float32 arrays, so every existing engine,
+  wrapper and consumer keeps working unchanged; consumers that want alignment call
+  :func:`engine_blocks`, which uses ``synthesize_blocks`` when the engine has it and
+  wraps plain arrays otherwise (``alignment=None``).
+- An alignment travels with (or before) the audio it describes: the first block of a
+  sentence carries the timings of every word of that sentence, because durations are
+  known before the audio is decoded.
+- Word times are samples at the engine's rate, counted from the first sample of the
+  ``synthesize`` call (the chunk), so a consumer converts them to PROTOCOL 3.3
+  ``start_ms``/``end_ms`` without tracking sentence offsets.
 """
 
 from __future__ import annotations
@@ -17,14 +32,21 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from rxtts.events import WordTimestamp
+
 __all__ = [
+    "AligningEngine",
+    "Alignment",
     "AudioBlock",
     "CancelToken",
     "Engine",
+    "EngineBlock",
     "EngineUnavailableError",
     "SynthesisSettings",
     "UnknownVoiceError",
     "VoiceInfo",
+    "WordTiming",
+    "engine_blocks",
 ]
 
 AudioBlock = npt.NDArray[np.float32]
@@ -116,12 +138,94 @@ class SynthesisSettings:
     language: str | None = None
     """ISO 639-1 language; ``None`` means the voice's own language. Single-language models
     (piper joe) ignore it; espeak switches its language, keeping the voice variant."""
+    alignment: bool = False
+    """Compute word timings (:class:`Alignment`) where the engine can, e.g. for PROTOCOL 3.3
+    ``word_timestamps``. Off by default: it costs piper a word-by-word phonemisation and
+    a match before the first audio (measured ~1 ms for 6 words, ~4 ms for 25, see
+    ``rxtts.bench.engine``). Engines without alignment ignore it."""
 
     def __post_init__(self) -> None:
         if not MIN_SPEED <= self.speed <= MAX_SPEED:
             raise ValueError(f"speed must be in [{MIN_SPEED}, {MAX_SPEED}], got {self.speed}")
         if self.temperature is not None and not 0.0 <= self.temperature <= 2.0:
             raise ValueError(f"temperature must be in [0, 2], got {self.temperature}")
+
+
+@dataclass(frozen=True, slots=True)
+class WordTiming:
+    """When one word of the input text is spoken."""
+
+    word: str
+    """The word as written in the text (``text[char_start:char_end]``)."""
+    char_start: int
+    """Offset of the word's first character in the text passed to ``synthesize``."""
+    char_end: int
+    """Offset just past the word's last character (surrounding punctuation excluded)."""
+    start_sample: int
+    """First sample of the word, at the engine rate, from the start of the call's audio."""
+    end_sample: int
+    """Sample just past the word. Spans of one call are contiguous: a pause belongs to the
+    word before it, the first word starts at the sentence's first sample (only a sentence
+    that starts no word, e.g. bare punctuation, is left uncovered)."""
+    exact: bool = True
+    """``True`` when both ends come from the model's phoneme durations; ``False`` when a
+    boundary was interpolated (a word whose phonemes could not be told apart)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.char_start <= self.char_end:
+            raise ValueError(f"bad char span [{self.char_start}, {self.char_end})")
+        if not 0 <= self.start_sample <= self.end_sample:
+            raise ValueError(f"bad sample span [{self.start_sample}, {self.end_sample})")
+
+
+@dataclass(frozen=True, slots=True)
+class Alignment:
+    """Word timings of (part of) one ``synthesize`` call, in call order."""
+
+    words: tuple[WordTiming, ...]
+    """The words, monotonic and non-overlapping."""
+    sample_rate: int
+    """Rate of the sample positions (the engine's native rate)."""
+    source: str = "durations"
+    """Where the times come from: ``"durations"`` (the model's duration predictor) or
+    ``"estimate"`` (proportional to text length)."""
+
+    def word_timestamps(self, inexact_score: float = 0.5) -> tuple[WordTimestamp, ...]:
+        """As PROTOCOL 3.3 words: ms from the chunk's audio start, the same char offsets;
+        ``score`` 1.0 for exact spans and ``inexact_score`` for interpolated ones."""
+        rate = self.sample_rate
+        return tuple(
+            WordTimestamp(
+                w.word,
+                round(w.start_sample * 1000 / rate),
+                round(w.end_sample * 1000 / rate),
+                w.char_start,
+                w.char_end,
+                1.0 if w.exact and self.source == "durations" else inexact_score,
+            )
+            for w in self.words
+        )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EngineBlock:
+    """One block of engine audio, plus the alignment of the words it starts (if known).
+
+    ``np.asarray(block)`` and ``len(block)`` give the samples, so code written for plain
+    arrays can consume blocks too.
+    """
+
+    audio: AudioBlock = field(repr=False)
+    """Mono float32 samples in [-1, 1] at the engine rate."""
+    alignment: Alignment | None = None
+    """Timings of the words that start in this block or later in its sentence; ``None``
+    when the engine gives none (or the block continues a sentence already aligned)."""
+
+    def __len__(self) -> int:
+        return int(self.audio.size)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> AudioBlock:
+        return self.audio if dtype is None else np.asarray(self.audio, dtype=dtype)
 
 
 class CancelToken:
@@ -197,3 +301,27 @@ class Engine(Protocol):
     def warm_up(self) -> None:
         """Load models and run one tiny inference so the first real request is fast."""
         ...
+
+
+@runtime_checkable
+class AligningEngine(Engine, Protocol):
+    """An engine that can also say when each word is spoken (piper)."""
+
+    def synthesize_blocks(
+        self, text: str, voice: VoiceInfo, settings: SynthesisSettings, cancel: CancelToken
+    ) -> Iterator[EngineBlock]:
+        """Like ``synthesize``, with alignment on the first block of each sentence when
+        ``settings.alignment`` is set. ``synthesize`` must yield the same audio."""
+        ...
+
+
+def engine_blocks(
+    engine: Engine, text: str, voice: VoiceInfo, settings: SynthesisSettings, cancel: CancelToken
+) -> Iterator[EngineBlock]:
+    """The blocks of ``engine`` for ``text``: ``synthesize_blocks`` when the engine has it,
+    else its plain arrays wrapped without alignment (flattened float32)."""
+    if isinstance(engine, AligningEngine):
+        yield from engine.synthesize_blocks(text, voice, settings, cancel)
+        return
+    for block in engine.synthesize(text, voice, settings, cancel):
+        yield EngineBlock(np.ascontiguousarray(block, dtype=np.float32).reshape(-1))

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from rxtts.engine import AligningEngine, Alignment, EngineBlock, WordTiming, engine_blocks
 from rxtts.server.engines import (
     CancelToken,
     Engine,
@@ -28,7 +29,7 @@ from rxtts.server.engines import (
 from rxtts.server.engines import catalogue as catalogue_module
 from rxtts.server.engines import espeak as espeak_module
 from rxtts.server.engines import piper as piper_module
-from rxtts.server.engines.piper import piper_scales, soft_limit, split_clauses
+from rxtts.server.engines.piper import piper_scales, soft_limit
 
 SENTENCE = "Hello world, this is a test."
 PITCH_TEXT = "Hello world, this is a test of my speaking voice."
@@ -142,6 +143,46 @@ def test_cancel_token_wait_wakes_on_cancel_from_another_thread() -> None:
     assert time.perf_counter() - start < 5.0
 
 
+def test_engine_block_reads_as_its_audio() -> None:
+    audio = np.array([0.1, -0.2, 0.3], dtype=np.float32)
+    timing = WordTiming("Hi", 0, 2, 0, 3)
+    block = EngineBlock(audio, Alignment((timing,), 22050))
+    assert len(block) == 3 and np.asarray(block) is audio
+    assert np.asarray(block, dtype=np.float64).dtype == np.float64
+    assert np.array_equal(np.concatenate([block, EngineBlock(audio)]), np.tile(audio, 2))
+    assert block.alignment is not None and block.alignment.source == "durations"
+    inexact = WordTiming("there", 3, 8, 22050, 33075, exact=False)
+    stamps = Alignment((timing, inexact), 22050).word_timestamps()
+    assert [(w.word, w.start_ms, w.end_ms, w.char_start, w.char_end, w.score) for w in stamps] == [
+        ("Hi", 0, 0, 0, 2, 1.0),
+        ("there", 1000, 1500, 3, 8, 0.5),
+    ]
+
+
+def test_engine_blocks_wraps_plain_arrays_and_prefers_synthesize_blocks() -> None:
+    tone = ToneEngine()
+    assert not isinstance(tone, AligningEngine)
+    voice = tone.voices()[0]
+    plain = list(tone.synthesize(SENTENCE, voice, SynthesisSettings(), CancelToken()))
+    wrapped = list(engine_blocks(tone, SENTENCE, voice, SynthesisSettings(), CancelToken()))
+    assert [b.alignment for b in wrapped] == [None] * len(plain)
+    assert all(
+        np.array_equal(b.audio, p) and b.audio.dtype == np.float32
+        for b, p in zip(wrapped, plain, strict=True)
+    )
+
+    class Aligning(ToneEngine):
+        def synthesize_blocks(
+            self, text: str, voice: VoiceInfo, settings: SynthesisSettings, cancel: CancelToken
+        ) -> Iterator[EngineBlock]:
+            yield EngineBlock(np.zeros(4, np.float32), Alignment((), self.sample_rate))
+
+    aligning = Aligning()
+    assert isinstance(aligning, AligningEngine)
+    got = list(engine_blocks(aligning, SENTENCE, voice, SynthesisSettings(), CancelToken()))
+    assert len(got) == 1 and got[0].alignment == Alignment((), aligning.sample_rate)
+
+
 @pytest.mark.parametrize("engine_name", ["piper", "espeak", "tone"])
 def test_voice_json_has_protocol_voice_shape(engine_name: str) -> None:
     for voice in VoiceCatalogue.for_engine(engine_name):
@@ -249,7 +290,7 @@ def test_importing_engines_does_not_import_gpl_piper() -> None:
     code = (
         "import sys, rxtts.server.engines as e; e.VoiceCatalogue.for_engine('piper'); "
         "e.build_engine('piper'); "
-        "print(sorted(m for m in ('piper', 'onnxruntime') if m in sys.modules))"
+        "print(sorted(m for m in ('piper', 'onnxruntime', 'onnx', 'streaming_vits') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
@@ -327,17 +368,6 @@ def test_slow_tone_cancel_from_another_thread_returns_promptly() -> None:
 # -- piper helpers (no model) ---------------------------------------------------------------
 
 
-def test_split_clauses_keeps_short_sentences_and_cuts_long_ones_at_commas() -> None:
-    short = list("həlˈoʊ, wˈɜːld.")
-    assert split_clauses(short, 100) == [short]
-    clause = list("ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps,")
-    long = [*clause, " ", *clause, " ", *clause, " ", *list("ænd ɹˈʌnz.")]
-    pieces = split_clauses(long, 60)
-    assert [len(p) for p in pieces] == [len(clause), len(clause), len(clause) + 11]
-    assert [p[-1] for p in pieces] == [",", ",", "."]
-    assert " ".join("".join(p) for p in pieces) == "".join(long)
-
-
 def test_piper_scales_map_speed_temperature_and_pitch_factor() -> None:
     joe = (0.667, 1.0, 0.8)
     assert piper_scales(joe, SynthesisSettings()) == pytest.approx([0.667, 1.0, 0.8])
@@ -378,11 +408,17 @@ def test_piper_speaks_a_sentence(piper: PiperEngine) -> None:
 
 
 @pytest.mark.slow
-def test_piper_yields_each_sentence_as_it_is_ready(piper: PiperEngine) -> None:
+def test_piper_speaks_each_sentence_whole_and_streams_it_in_windows(piper: PiperEngine) -> None:
+    """No clause splitting any more: one alignment (= one inference) per sentence, even
+    for a long sentence with commas; the audio of each comes in several windows."""
     voice = piper.voices()[0]
-    blocks = list(piper.synthesize("One. Two is here. Three.", voice, SynthesisSettings(), CancelToken()))
-    assert len(blocks) == 3
-    assert all(rms(b) > 0.01 for b in blocks)
+    text = "One. Two is here. " + PARAGRAPH.split(". ")[2] + "."
+    settings = SynthesisSettings(alignment=True)
+    blocks = list(piper.synthesize_blocks(text, voice, settings, CancelToken()))
+    starts = [i for i, b in enumerate(blocks) if b.alignment is not None]
+    assert len(starts) == 3  # three sentences; the third has two commas and stays whole
+    assert len(blocks) - starts[2] >= 3  # the long sentence arrives in windows
+    assert all(rms(b.audio) > 0.005 for b in blocks)
 
 
 @pytest.mark.slow
@@ -421,18 +457,20 @@ def test_piper_cancel_from_another_thread_stops_within_one_inference(
 
 
 @pytest.mark.slow
-def test_piper_cancel_terminates_a_running_inference(piper: PiperEngine) -> None:
-    """One long clause has no split point: only RunOptions.terminate can stop it early."""
+def test_piper_cancel_terminates_a_running_inference() -> None:
+    """Whole-sentence decode of one long clause: only RunOptions.terminate can stop it."""
+    whole = PiperEngine(threads=2, streaming=False)
+    whole.warm_up()
     text = " ".join(["the quick brown fox jumps over the lazy dog"] * 6) + "."
-    voice = piper.voices()[0]
+    voice = whole.voices()[0]
     start = time.perf_counter()
-    assert len(list(piper.synthesize(text, voice, SynthesisSettings(), CancelToken()))) == 1
+    assert len(list(whole.synthesize(text, voice, SynthesisSettings(), CancelToken()))) == 1
     one_inference = time.perf_counter() - start
 
     token = CancelToken()
     threading.Timer(0.05, token.cancel).start()
     start = time.perf_counter()
-    received = list(piper.synthesize(text, voice, SynthesisSettings(), token))
+    received = list(whole.synthesize(text, voice, SynthesisSettings(), token))
     elapsed = time.perf_counter() - start
     assert received == []
     assert elapsed < 0.5 * one_inference

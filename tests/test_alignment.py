@@ -1,0 +1,184 @@
+"""Word alignment (issue 13): text words, phoneme -> word mapping, spans from durations."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from rxtts.engine import WordTiming
+from rxtts.server.engines import CancelToken, PiperEngine, SynthesisSettings
+from rxtts.server.engines.alignment import (
+    PhonemeTimes,
+    TextWord,
+    phoneme_ids,
+    phoneme_labels,
+    phoneme_times,
+    sentence_word_timings,
+    text_words,
+)
+from rxtts.server.engines.piper import PIPER_VOICES
+
+SENTENCES = [
+    "He came from the station at 10:30.",
+    "Take it from the top, and go to the end of the line.",
+    "I paid $25.50 for three books, don't you think that's a lot?",
+    "Dr. Smith lives at 221B Baker St. in London.",
+    "The U.S.A. has fifty states; it's big!",
+    "Well... I'm not sure - maybe?",
+    "On May 5th, 2024, we met 3 friends at 7 pm.",
+    '"Hello," she said (quietly), "are you there?"',
+    "It costs 99% less -- honestly!",
+    "Supercalifragilisticexpialidocious is a long word, and a is short.",
+    "Call me at 555-0123 or e-mail bob@example.com tomorrow.",
+    "One. Two is here. Three!",
+    "What a day it was: sunny, warm and bright.",
+    "From the mountains to the sea, from the sea to the sky.",
+]
+
+
+# -- pure functions ----------------------------------------------------------------------
+
+
+def test_text_words_trim_punctuation_and_index_the_text() -> None:
+    text = '"Hello," she said - (quietly)... don\'t stop! 10:30 $5'
+    words = text_words(text)
+    assert [w.word for w in words] == ["Hello", "she", "said", "quietly", "don't", "stop", "10:30", "$5"]
+    assert all(text[w.start : w.end] == w.word for w in words)
+    assert words[0] == TextWord("Hello", 1, 6)
+    assert text_words(" -- ... ") == []
+
+
+def test_phoneme_ids_match_piper_and_name_their_phoneme() -> None:
+    from piper.phoneme_ids import phonemes_to_ids
+
+    config = json.loads(PiperEngine().config_path.read_text("utf-8"))
+    id_map = config["phoneme_id_map"]
+    phonemes = [*"həlˈoʊ, wˈɜːld.", "☃"]  # an unknown symbol is skipped, as piper does
+    ids, owner = phoneme_ids(phonemes, id_map)
+    assert ids == phonemes_to_ids(phonemes, id_map)
+    assert len(owner) == len(ids) and owner[:2] == [-1, -1] and owner[-1] == len(phonemes)
+    assert owner[2:4] == [0, 0]  # "h" and its pad
+    assert len(phonemes) - 1 not in owner  # the unknown symbol got no ids
+
+
+def test_phoneme_times_sum_durations_times_hop() -> None:
+    owner = [-1, -1, 0, 0, 1, 1, 2]
+    times = phoneme_times([1, 2, 3, 0, 1, 1, 4], owner, 2, 256)
+    assert times == PhonemeTimes((3 * 256, 6 * 256), 12 * 256)
+
+
+def test_merged_function_words_are_split_at_their_phonemes() -> None:
+    # espeak speaks "from the" as one phoneme word, alone they are "fɹʌm" and "ðə".
+    sentence = list("fɹʌmðə tˈɑːp.")
+    labels = phoneme_labels([sentence], ["fɹʌm", "ðə", "tˈɑːp."])[0]
+    assert labels == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2, 2]  # the space and "." go left
+
+
+def test_a_word_without_phonemes_shares_its_neighbours_span_inexactly() -> None:
+    words = [TextWord("a", 0, 1), TextWord("b", 2, 3), TextWord("c", 4, 5)]
+    sentence = list("xy")
+    times = PhonemeTimes((100, 300), 500)
+    timings, nxt = sentence_word_timings(words, sentence, [0, 2], times, 0, last_sentence=True)
+    assert nxt == 3
+    assert [(t.start_sample, t.end_sample, t.exact) for t in timings] == [
+        (0, 150, False),
+        (150, 300, False),
+        (300, 500, True),
+    ]
+    scaled, _ = sentence_word_timings(
+        words, sentence, [0, 2], times, 0, last_sentence=True, offset=10, scale=2.0
+    )
+    assert [(t.start_sample, t.end_sample) for t in scaled] == [(10, 85), (85, 160), (160, 260)]
+
+
+def test_word_timing_rejects_reversed_spans() -> None:
+    with pytest.raises(ValueError, match="sample span"):
+        WordTiming("x", 0, 1, 10, 5)
+    with pytest.raises(ValueError, match="char span"):
+        WordTiming("x", 3, 1, 0, 5)
+
+
+# -- real voice ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def piper() -> PiperEngine:
+    engine = PiperEngine(threads=2)
+    engine.warm_up()
+    return engine
+
+
+def aligned(engine: PiperEngine, text: str, voice_index: int = 0) -> tuple[list[WordTiming], int, int]:
+    """(word timings of the whole call, audio samples, number of sentences aligned)."""
+    blocks = list(
+        engine.synthesize_blocks(
+            text, PIPER_VOICES[voice_index], SynthesisSettings(alignment=True), CancelToken()
+        )
+    )
+    alignments = [b.alignment for b in blocks if b.alignment is not None]
+    assert all(a.sample_rate == engine.sample_rate for a in alignments)
+    return [w for a in alignments for w in a.words], sum(map(len, blocks)), len(alignments)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", SENTENCES)
+def test_every_word_gets_a_contiguous_span_covering_the_audio(piper: PiperEngine, text: str) -> None:
+    timings, total, _ = aligned(piper, text)
+    expected = text_words(text)
+    assert [(t.word, t.char_start, t.char_end) for t in timings] == [
+        (w.word, w.start, w.end) for w in expected
+    ]
+    assert all(text[t.char_start : t.char_end] == t.word for t in timings)  # offsets index the input
+    assert timings[0].start_sample == 0 and timings[-1].end_sample == total  # covers the audio
+    for before, after in itertools.pairwise(timings):
+        assert before.end_sample == after.start_sample  # monotonic, no overlap, no gap
+    assert all(t.end_sample - t.start_sample >= 256 for t in timings)  # each at least a frame
+    # Measured: every word of these sentences is timed from its own phonemes.
+    assert sum(not t.exact for t in timings) <= 1
+
+
+@pytest.mark.slow
+def test_spans_follow_what_is_said(piper: PiperEngine) -> None:
+    timings, _, _ = aligned(piper, SENTENCES[9])
+    length = {t.word: t.end_sample - t.start_sample for t in timings}
+    assert length["Supercalifragilisticexpialidocious"] > 5 * length["is"]
+    timings, _, _ = aligned(piper, "The number 2024 and the word it.")
+    length = {t.word: t.end_sample - t.start_sample for t in timings}
+    assert length["2024"] > 3 * length["it"]  # "two thousand twenty four" is long
+
+
+@pytest.mark.slow
+def test_merged_words_in_a_real_sentence_each_get_time(piper: PiperEngine) -> None:
+    timings, _, sentences = aligned(piper, SENTENCES[13])
+    assert sentences == 1
+    spans = [(t.word, t.end_sample - t.start_sample) for t in timings]
+    assert [w for w, _ in spans] == [
+        "From", "the", "mountains", "to", "the", "sea", "from", "the", "sea", "to", "the", "sky",
+    ]  # fmt: skip
+    assert all(samples >= 512 for _, samples in spans)  # "from the" is one espeak word
+
+
+@pytest.mark.slow
+def test_durations_times_hop_equal_the_audio_of_each_sentence(piper: PiperEngine) -> None:
+    text = "One. Two is here. Three!"
+    blocks = list(
+        piper.synthesize_blocks(text, PIPER_VOICES[0], SynthesisSettings(alignment=True), CancelToken())
+    )
+    starts = [i for i, b in enumerate(blocks) if b.alignment is not None]
+    assert len(starts) == 3
+    for i, j in zip(starts, [*starts[1:], len(blocks)], strict=True):
+        words = blocks[i].alignment.words
+        audio = sum(len(b) for b in blocks[:j])
+        assert words[-1].end_sample == audio
+
+
+@pytest.mark.slow
+def test_alignment_off_by_default(piper: PiperEngine) -> None:
+    blocks = list(
+        piper.synthesize_blocks("Hello there.", PIPER_VOICES[0], SynthesisSettings(), CancelToken())
+    )
+    assert blocks and all(b.alignment is None for b in blocks)
+    assert np.asarray(blocks[0]).dtype == np.float32
