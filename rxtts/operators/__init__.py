@@ -13,6 +13,7 @@ from .flush import FLUSH, Flush, TextItem, is_flush
 from .keep_alive import KEEP_ALIVE, KeepAlivePolicy, idle_ticks, keep_alive
 from .markdown import strip_markdown, strip_markdown_text
 from .metrics import turn_metrics
+from .normalize import NormalizedText, normalize, normalize_text
 from .sentences import sentences
 from .sinks import collect_audio, play, to_numpy, write_wav
 from .synthesize import ChunkAudio, ChunkDone, ChunkStarted, FlushReached, SynthEvent, synthesize
@@ -30,6 +31,7 @@ __all__ = [
     "Flush",
     "FlushReached",
     "KeepAlivePolicy",
+    "NormalizedText",
     "SentenceSegmenter",
     "SynthEvent",
     "TextItem",
@@ -39,6 +41,8 @@ __all__ = [
     "idle_ticks",
     "is_flush",
     "keep_alive",
+    "normalize",
+    "normalize_text",
     "play",
     "sentences",
     "strip_markdown",
