@@ -8,11 +8,13 @@ from typing import Final
 __all__ = [
     "ABBREVIATIONS",
     "CURRENCIES",
+    "DATE_CUES",
     "KEEP_PERIOD",
     "MONTHS",
     "MONTH_ABBREVIATIONS",
     "NUMBER_ABBREVIATIONS",
     "PER_UNITS",
+    "PHONE_CUES",
     "QUANTITY_CUES",
     "SYMBOL_WORDS",
     "UNITS",
@@ -170,3 +172,14 @@ SYMBOL_WORDS: Final = MappingProxyType(
      ",": "comma", ";": "semicolon", "!": "bang", "*": "star", "$": "dollar", "|": "pipe"}
 )  # fmt: skip
 """How a separator inside a URL or e-mail address is said."""
+
+DATE_CUES: Final = frozenset(
+    ["on", "by", "until", "till", "since", "from", "due", "before", "after", "through", "thru", "dated",
+     "starting", "ending", "expires", "expiring"]
+)  # fmt: skip
+"""Words before ``12/25`` that make it a date (month/day) rather than a fraction."""
+
+PHONE_CUES: Final = frozenset(
+    ["call", "dial", "phone", "tel", "telephone", "fax", "mobile", "cell", "text", "ring", "extension", "ext"]
+)  # fmt: skip
+"""Words before a number that make it read digit by digit (``call 911``, ``dial 555-0100``)."""

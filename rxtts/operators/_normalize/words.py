@@ -111,13 +111,14 @@ _HALVES: Final = {2: ("half", "halves"), 4: ("quarter", "quarters")}
 def fraction(numerator: int, denominator: int) -> str:
     """``1/2`` -> "one half", ``3/4`` -> "three quarters", ``5/8`` -> "five eighths".
 
-    Denominators above 10 that are not powers of ten read "x over y"
-    (``7/16`` -> "seven over sixteen") since "seven sixteenths" is rarer in speech.
+    Denominators up to 100 and powers of ten read as ordinals (``7/16`` -> "seven
+    sixteenths", ``3/1000`` -> "three thousandths"); others "x over y"
+    (``5/365`` -> "five over three hundred sixty-five").
     """
     if denominator in _HALVES:
         one, many = _HALVES[denominator]
         return f"{cardinal(numerator)} {one if numerator == 1 else many}"
-    if 2 < denominator <= 10 or (denominator >= 100 and str(denominator).rstrip("0") == "1"):
+    if 2 < denominator <= 100 or (denominator > 100 and str(denominator).rstrip("0") == "1"):
         name = ordinal(denominator)
         return f"{cardinal(numerator)} {name if numerator == 1 else plural_word(name)}"
     return f"{cardinal(numerator)} over {cardinal(denominator)}"
