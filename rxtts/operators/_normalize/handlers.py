@@ -15,6 +15,7 @@ from typing import Final
 from . import words as w
 from .tables import (
     ABBREVIATIONS,
+    COUNT_NOUNS,
     CURRENCIES,
     DATE_CUES,
     KEEP_PERIOD,
@@ -37,6 +38,7 @@ Handler = Callable[["re.Match[str]", str], "str | None"]
 _PREV_WORD: Final = re.compile(r"([\w'’]+)\W*$")
 _NEXT_CAPITAL: Final = re.compile(r"\s+[\"'“‘(]?[A-Z]")
 _SENTENCE_AFTER: Final = re.compile(r"\s*$|\s+[\"'“‘(]?[A-Z]")
+_NEXT_WORD: Final = re.compile(r"\s+([A-Za-z]+)")
 _URL_PARTS: Final = re.compile(r"[A-Za-z]+|[0-9]+|[^A-Za-z0-9]")
 _SCHEME: Final = re.compile(r"^(?i:[a-z]+://)?(?i:www\.)?")
 
@@ -59,6 +61,11 @@ def _period(m: re.Match[str], text: str) -> str:
     return "." if m.group().endswith(".") and _ends_sentence(text, m.end()) else ""
 
 
+def _final_period(m: re.Match[str], text: str) -> str:
+    """The "." of an abbreviation that ends the text (``see the Dr.``) also ends the sentence."""
+    return "." if m.group().endswith(".") and not text[m.end() :].strip() else ""
+
+
 def _ampm(token: str) -> str:
     return "AM" if token[0] in "Aa" else "PM"
 
@@ -67,11 +74,17 @@ def _ampm(token: str) -> str:
 
 
 def _is_year(raw: str, text: str, start: int) -> bool:
-    """A bare 4-digit 1100-2099 is a year unless a quantity cue precedes (see module doc)."""
+    """A bare 4-digit 1500-2099 is a year unless a quantity cue precedes or a count noun follows.
+
+    ``in 1066`` (a year cue) is a year too; ``over 1500 people``, ``2048 tokens`` are counts.
+    """
     if len(raw) != 4 or not raw.isdigit() or raw[0] == "0":
         return False
     prev = _prev_word(text, start)
     if prev.lower() in QUANTITY_CUES:
+        return False
+    after = _NEXT_WORD.match(text, start + 4)
+    if after is not None and after.group(1).lower() in COUNT_NOUNS:
         return False
     return 1500 <= int(raw) <= 2099 or (prev in YEAR_CUES and int(raw) >= 1000)
 
@@ -339,7 +352,7 @@ def _title(m: re.Match[str], text: str) -> str:
     after_number = prev[:1].isdigit()
     if m.group("ti") == "Dr":
         if before_name or not prev[:1].isupper():
-            return "Doctor"
+            return "Doctor" + _final_period(m, text)
         return "Drive" + _period(m, text)
     if before_name and not after_number:
         return "Saint"
@@ -348,7 +361,7 @@ def _title(m: re.Match[str], text: str) -> str:
 
 def _abbr(m: re.Match[str], text: str) -> str:
     key = m.group("ab")
-    keep = _period(m, text) if key in KEEP_PERIOD else ""
+    keep = _period(m, text) if key in KEEP_PERIOD else _final_period(m, text)
     return ABBREVIATIONS[key] + keep
 
 

@@ -7,6 +7,7 @@ from typing import Final
 
 __all__ = [
     "ABBREVIATIONS",
+    "COUNT_NOUNS",
     "CURRENCIES",
     "DATE_CUES",
     "KEEP_PERIOD",
@@ -183,3 +184,12 @@ PHONE_CUES: Final = frozenset(
     ["call", "dial", "phone", "tel", "telephone", "fax", "mobile", "cell", "text", "ring", "extension", "ext"]
 )  # fmt: skip
 """Words before a number that make it read digit by digit (``call 911``, ``dial 555-0100``)."""
+
+COUNT_NOUNS: Final = frozenset(
+    ["people", "persons", "users", "customers", "employees", "students", "members", "votes", "words",
+     "tokens", "characters", "bytes", "bits", "pixels", "items", "units", "copies", "pages", "lines", "rows",
+     "files", "records", "samples", "steps", "points", "times", "calories", "cases", "deaths", "miles",
+     "meters", "feet", "dollars", "euros", "pounds", "seconds", "minutes", "hours", "days", "downloads",
+     "stars", "likes", "followers", "views", "requests", "cars", "homes", "jobs"]
+)  # fmt: skip
+"""Words after a 4-digit number that make it a count (``2048 tokens``), not a year."""
