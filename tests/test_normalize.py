@@ -163,6 +163,25 @@ def test_empty_text() -> None:
     assert (n.text, n.spans) == ("", ())
 
 
+# --- number words -----------------------------------------------------------------
+
+
+def test_fast_path_below_a_thousand_says_what_num2words_says() -> None:
+    from num2words import num2words
+
+    from rxtts.operators._normalize import words
+
+    def american(text: str) -> str:
+        return text.replace(" and ", " ").replace(",", "")
+
+    for n in range(1000):
+        assert words.cardinal(n) == american(num2words(n)), n
+        assert words.ordinal(n) == american(num2words(n, to="ordinal")), n
+    for n in (1000, 1234, 10**6 + 1, 999_999_999_999):
+        assert words.cardinal(n) == american(num2words(n)), n
+    assert words.cardinal(10**15) == "one " + " ".join(["zero"] * 15)  # digit by digit from here
+
+
 # --- languages ------------------------------------------------------------------
 
 

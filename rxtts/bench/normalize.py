@@ -57,14 +57,20 @@ espeak-ng already reads some forms right ("3:30 pm", "9am", "jane.doe@example.co
 normalisation then gives the same phonemes, so those are not the examples here."""
 
 
-def _corpus_inputs(path: Path = _CORPUS) -> list[str]:
-    return [case["input"] for case in json.loads(path.read_text(encoding="utf-8"))]
+def _corpus_inputs(path: Path = _CORPUS, category: str | None = None) -> list[str]:
+    cases = json.loads(path.read_text(encoding="utf-8"))
+    return [c["input"] for c in cases if category is None or c["category"] == category]
 
 
-def build_chunks(n: int, seed: int = 7, low: int = 50, high: int = 250) -> list[str]:
-    """``n`` chunks of ``low``-``high`` characters made of corpus inputs (seeded)."""
+def build_chunks(
+    n: int, seed: int = 7, low: int = 50, high: int = 250, category: str | None = None
+) -> list[str]:
+    """``n`` chunks of ``low``-``high`` characters made of corpus inputs (seeded).
+
+    With ``category="plain"`` the chunks hold nothing to rewrite (ordinary prose).
+    """
     rng = random.Random(seed)
-    inputs = _corpus_inputs()
+    inputs = _corpus_inputs(category=category)
     chunks: list[str] = []
     while len(chunks) < n:
         target = rng.randint(low, high)
@@ -141,11 +147,17 @@ def espeak_comparison() -> list[dict[str, Any]]:
 
 
 def run(n_chunks: int = 2000, espeak: bool = True) -> dict[str, Any]:
-    """Timing (warm and cold caches) and, with ``espeak``, the espeak-ng comparison."""
+    """Timing (corpus chunks with warm and cold caches, plain prose) and the espeak-ng comparison.
+
+    The corpus chunks are dense (every case has something to rewrite, about one
+    rewrite per 20 characters): an upper bound for LLM prose, which "plain" bounds
+    from below.
+    """
     chunks = build_chunks(n_chunks)
     result: dict[str, Any] = {
         "warm": timing(chunks, cold=False),
         "cold": timing(chunks[: max(1, n_chunks // 4)], cold=True),
+        "plain": timing(build_chunks(n_chunks, category="plain"), cold=False),
     }
     if espeak:
         result["espeak"] = espeak_comparison()
@@ -153,10 +165,11 @@ def run(n_chunks: int = 2000, espeak: bool = True) -> dict[str, Any]:
 
 
 def _print(result: dict[str, Any]) -> None:
-    for name in ("warm", "cold"):
+    for name in ("warm", "cold", "plain"):
         t = result[name]
+        what = "plain prose" if name == "plain" else f"corpus, {name} cache"
         print(
-            f"normalize_text, {name} cache: {t['chunks']} chunks of {t['mean_chars']:.0f} chars on average:"
+            f"normalize_text, {what}: {t['chunks']} chunks of {t['mean_chars']:.0f} chars on average:"
             f" p50 {t['p50_us']:.1f} µs, p99 {t['p99_us']:.1f} µs, mean {t['mean_us']:.1f} µs,"
             f" {t['ns_per_char']:.0f} ns/char"
         )
