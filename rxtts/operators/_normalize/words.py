@@ -64,7 +64,7 @@ def _below_thousand(n: int) -> str:
 
 
 def _ordinal_of(words: str) -> str:
-    """"twenty-one" -> "twenty-first", "ninety" -> "ninetieth", "one hundred" -> "one hundredth"."""
+    """Ordinal of cardinal words: "twenty-one" -> "twenty-first", "ninety" -> "ninetieth"."""
     head, sep, last = max(words.rpartition(" "), words.rpartition("-"), key=lambda p: len(p[0]))
     if last in _ORDINAL_WORDS:
         last = _ORDINAL_WORDS[last]
