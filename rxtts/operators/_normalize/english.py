@@ -27,6 +27,8 @@ Decisions (each one is tested in ``tests/data/normalize_corpus.json``):
   said ("dot", "slash", "dash", ...): ``https://www.example.com/docs`` -> "example
   dot com slash docs". E-mail: "jane dot doe at example dot com".
 * **Ratios and scores** that are not times (``16:9``, ``3:2``): "sixteen to nine".
+* **SSML/XML tags** (``<break time="500ms"/>``) are left exactly as they are, and so is
+  the content of ``<say-as>``, ``<phoneme>`` and ``<sub>`` (the author chose its reading).
 * **Phone numbers** (``555-123-4567``, ``(555) 123-4567``, ``+44 20 7946 0958``): digit
   by digit, a comma (a short pause) between groups.
 """
@@ -151,6 +153,8 @@ than the alternation of the words)."""
 _BARE_WORDS: Final = frozenset(["Dr", "Mr", "Mrs", "Ms", "Prof", "vs", "etc", *MONTHS, *MONTH_ABBREVIATIONS])
 _TOKEN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
 _QUANTITY: Final = re.compile(_PATTERNS["quantity"])
+_TAG: Final = re.compile(r"<(say-as|phoneme|sub)\b[^<>]*>.*?</\1\s*>|</?[A-Za-z][^<>]*>", re.S)
+"""An SSML/XML tag; ``say-as``, ``phoneme`` and ``sub`` protect their content too."""
 
 assert set(HANDLERS) == set(_PATTERNS)
 
@@ -190,14 +194,29 @@ def _resolve(m: re.Match[str], text: str) -> tuple[re.Match[str], str | None]:
     return m, spoken
 
 
+def _tags(text: str) -> list[tuple[int, int]]:
+    """Spans of SSML/XML tags: meant for the engine, never rewritten (``<break time="5ms"/>``)."""
+    return [(t.start(), t.end()) for t in _TAG.finditer(text)] if "<" in text else []
+
+
+def _tag_end(tags: list[tuple[int, int]], start: int, end: int) -> int | None:
+    """End of the tag that ``[start, end)`` touches, if any."""
+    for tag_start, tag_end in tags:
+        if tag_start < end and start < tag_end:
+            return tag_end
+    return None
+
+
 def normalize_english(text: str) -> NormalizedText:
     """Normalise English ``text`` (see the module docstring for every decision).
 
     A cheap candidate search (a digit, a symbol, ``.``/``@``/``:``, a bare title or
     month) finds where a rule may apply; the full rule alternation is only tried at
-    the start of that token and at the candidate itself.
+    the start of that token and at the candidate itself. SSML/XML tags are copied
+    unchanged.
     """
     out = SpanBuilder(text)
+    tags = _tags(text)
     pos = 0
     search_from = 0
     while (candidate := _CANDIDATE.search(text, search_from)) is not None:
@@ -211,6 +230,9 @@ def normalize_english(text: str) -> NormalizedText:
             m, spoken = _resolve(m, text)
         if m is None or spoken is None:
             search_from = candidate.end()
+            continue
+        if tags and (skip := _tag_end(tags, m.start(), m.end())) is not None:
+            search_from = max(skip, candidate.end())
             continue
         out.copy(pos, m.start())
         out.rewrite(m.start(), m.end(), spoken)
