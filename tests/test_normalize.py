@@ -23,7 +23,16 @@ from hypothesis import strategies as st
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from rxtts.operators import FLUSH, NormalizedText, TextItem, normalize, normalize_text
-from rxtts.operators._normalize.tables import ABBREVIATIONS, MONTHS
+from rxtts.operators._normalize.tables import (
+    ABBREVIATIONS,
+    CURRENCIES,
+    MONTH_ABBREVIATIONS,
+    MONTHS,
+    NUMBER_ABBREVIATIONS,
+    PER_UNITS,
+    UNITS,
+    VULGAR_FRACTIONS,
+)
 from rxtts.operators.normalize import Span
 
 CORPUS_PATH = Path(__file__).parent / "data" / "normalize_corpus.json"
@@ -247,6 +256,24 @@ def test_dense_symbol_soup_never_raises_and_spans_tile(text: str) -> None:
     for start, end in [(0, len(n.text)), (len(n.text) // 2, len(n.text)), (0, len(n.text) // 3)]:
         a, b = n.to_original(start, end)
         assert 0 <= a <= b <= len(text)
+
+
+_FRAGMENTS = sorted(
+    {*UNITS, *CURRENCIES, *MONTHS, *MONTH_ABBREVIATIONS, *(f"{k}." for k in ABBREVIATIONS)}
+    | {*(f"{k}." for k in NUMBER_ABBREVIATIONS), *PER_UNITS, *VULGAR_FRACTIONS}
+    | {"1", "12", "1,234", "3.5", "2024", "1990", "0", "007", ".5", "10", "99", "555", "4567", "+1"}
+    | {"-", "–", "/", ":", ".", ",", " ", "'", '"', "#", "&", "@", "^", "x", "%", "°", "+", "~", "<", ">"}
+    | {"(", ")", "am", "pm", "a.m.", "st", "nd", "th", "s", "'s", "www.", "https://", "com", "io", "Dr", "St"}
+    | {"Smith", "the", "in", "on", "call", "rated", "over", "tokens", "e.g.", "i.e.", "U.S.", "C#", "\n"}
+    | {"<break/>", "<say-as>", "</say-as>", "million", "k", "M", "bn", "sq ft", "x2", "24/7"}
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(_FRAGMENTS), min_size=1, max_size=16), st.sampled_from(["", " "]))
+def test_fragment_soup_never_raises_and_spans_tile(fragments: list[str], joiner: str) -> None:
+    n = normalize_text(joiner.join(fragments))
+    check_spans(n)
 
 
 @settings(max_examples=200, deadline=None)

@@ -106,11 +106,14 @@ _PATTERNS: Final = {
     rf"(?:\s?(?P<q_unit>%|°\s?[FCK]|°|(?:{_UNIT})(?![\w/])))?"
     rf"(?:\s?/\s?(?P<q_per>{_PER})(?!\w))?(?P<q_plus>\+(?![0-9]))?(?![\w]|[.,][0-9])",
     "dimensions": r"(?<![\w.])(?P<dim_a>[0-9]+)\s?[x×]\s?(?P<dim_b>[0-9]+)(?![\w.]|\.[0-9])",
+    "power": r"(?<![\w.])(?P<pw_b>[0-9]+)\^(?P<pw_e>[0-9]{1,2})(?![\w.]|\.[0-9])",
+    "compare": r"(?<=\s)(?P<cmp>[<>]=?)(?=\s)",
     "feet_inches": r"(?<![\w'’])(?P<fi_f>[0-9])['’′]\s?(?P<fi_i>[0-9]{1,2})(?:\"|”|″|'')",
     "latin": r"(?<![\w.])(?P<lat>[Ee]\.\s?[Gg]|[Ii]\.\s?[Ee]|a\.k\.a|A\.k\.a)\.?(?!\w)",
     "title": r"(?<![\w.])(?P<ti>Dr|St)\.(?!\w)",
     "number_abbr": rf"(?<![\w.])(?P<na>{_alternation(NUMBER_ABBREVIATIONS)})\.\s?(?=[0-9])",
     "abbr": rf"(?<![\w.])(?P<ab>{_alternation(ABBREVIATIONS)})\.(?!\w)",
+    "sharp": r"(?<![\w#])(?P<sh>[A-G])#(?![\w#])",
     "bare_title": r"(?<![\w.])(?P<bt>Dr|Mr|Mrs|Ms|Prof)(?=\s+[A-Z])",
     "bare_word": r"(?<![\w.])(?P<bw>vs|etc)\b(?!\.)",
     "initialism": r"(?<![\w.])(?P<ini>(?:[A-Z]\.){2,})",
@@ -120,17 +123,17 @@ _PATTERNS: Final = {
 
 # Rules grouped by what their first character can be, behind one cheap guard per group:
 # inside a word two guards fail per position instead of every rule (several times faster).
-_SYMBOLS: Final = re.escape("-−+$€£¥₹#&('’~≈" + "".join(VULGAR_FRACTIONS))  # for a [...] class
+_SYMBOLS: Final = re.escape("-−+$€£¥₹#&('’~≈<>" + "".join(VULGAR_FRACTIONS))  # for a [...] class
 _WORD_GUARD: Final = (
     r"(?<!\w)(?=[A-Za-z0-9][A-Za-z0-9_%+-]*+[.@:]"  # a word followed by . @ : (abbreviation, address)
-    rf"|(?:Dr|Mr|Mrs|Ms|Prof|vs|etc|{_MONTH}|{_MON_ABBR})\b)"  # or a bare title, a month
+    rf"|(?:Dr|Mr|Mrs|Ms|Prof|vs|etc|{_MONTH}|{_MON_ABBR})\b|[A-G]#)"  # or a bare title, a month, C#
 )
 _GROUPS: Final = (
-    (_WORD_GUARD, "email url month_date latin title number_abbr abbr bare_title bare_word"
+    (_WORD_GUARD, "email url month_date latin title number_abbr abbr sharp bare_title bare_word"
      " initialism"),
     (rf"(?:(?<!\w)(?=\.?[0-9])|(?=[{_SYMBOLS}]))", "iso_date slash_date day_month time_range time ampm"
-     " ratio phone decade ordinal mixed vulgar fraction hash version dimensions feet_inches quantity amp"
-     " about"),
+     " ratio phone decade ordinal mixed vulgar fraction hash version dimensions power feet_inches"
+     " quantity amp about compare"),
 )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from .tables import (
     PER_UNITS,
     PHONE_CUES,
     QUANTITY_CUES,
+    SCORE_CUES,
     SYMBOL_WORDS,
     UNITS,
     VULGAR_FRACTIONS,
@@ -38,6 +39,7 @@ Handler = Callable[["re.Match[str]", str], "str | None"]
 _PREV_WORD: Final = re.compile(r"([\w'’]+)\W*$")
 _NEXT_CAPITAL: Final = re.compile(r"\s+[\"'“‘(]?[A-Z]")
 _SENTENCE_AFTER: Final = re.compile(r"\s*$|\s+[\"'“‘(]?[A-Z]")
+_WORDS: Final = re.compile(r"[A-Za-z]+")
 _NEXT_WORD: Final = re.compile(r"\s+([A-Za-z]+)")
 _URL_PARTS: Final = re.compile(r"[A-Za-z]+|[0-9]+|[^A-Za-z0-9]")
 _SCHEME: Final = re.compile(r"^(?i:[a-z]+://)?(?i:www\.)?")
@@ -49,6 +51,11 @@ _SCHEME: Final = re.compile(r"^(?i:[a-z]+://)?(?i:www\.)?")
 def _prev_word(text: str, start: int) -> str:
     m = _PREV_WORD.search(text, max(0, start - 32), start)
     return m.group(1) if m is not None else ""
+
+
+def _recent_words(text: str, start: int) -> list[str]:
+    """The (up to) two words before ``start``: ``rate it 8/10``."""
+    return _WORDS.findall(text, max(0, start - 24), start)[-2:]
 
 
 def _ends_sentence(text: str, end: int) -> bool:
@@ -146,8 +153,7 @@ def _quantity(m: re.Match[str], text: str) -> str | None:
     else:
         spoken += _number(raw) + (" " + scale if scale else "")
     if unit:
-        unit = unit.replace(" ", "")
-        one, many = UNITS[unit]
+        one, many = UNITS[unit if unit in UNITS else unit.replace(" ", "")]  # "° F" is "°F"
         single = raw2 is None and raw == "1" and not scale
         spoken += " " + (one if single else many)
     if per:
@@ -162,6 +168,26 @@ def _quantity(m: re.Match[str], text: str) -> str | None:
 def _dimensions(m: re.Match[str], _text: str) -> str:
     """``1920x1080``, ``4 x 4``: "four by four" (sizes read as cardinals)."""
     return f"{_number(m.group('dim_a'))} by {_number(m.group('dim_b'))}"
+
+
+def _power(m: re.Match[str], _text: str) -> str:
+    """``10^6`` -> "ten to the sixth", ``x^2`` (a number) -> "squared", ``^3`` -> "cubed"."""
+    base, exponent = _number(m.group("pw_b")), int(m.group("pw_e"))
+    if exponent in (2, 3):
+        return f"{base} {'squared' if exponent == 2 else 'cubed'}"
+    return f"{base} to the {w.ordinal(exponent)}"
+
+
+def _compare(m: re.Match[str], _text: str) -> str:
+    """`` > `` between spaces -> "greater than" (espeak-ng says nothing for it)."""
+    op = m.group("cmp")
+    spoken = "greater than" if op[0] == ">" else "less than"
+    return spoken + (" or equal to" if op.endswith("=") else "")
+
+
+def _sharp(m: re.Match[str], _text: str) -> str:
+    """``C#``, ``F#`` -> "C sharp" (the language, the note), not "C hash"."""
+    return m.group("sh") + " sharp"
 
 
 def _feet_inches(m: re.Match[str], _text: str) -> str:
@@ -316,12 +342,16 @@ def _vulgar(m: re.Match[str], _text: str) -> str:
 
 
 def _fraction(m: re.Match[str], text: str) -> str | None:
-    """``3/4`` is a fraction; ``on 12/25`` (a date cue, a day 13-31) is December 25th."""
+    """``3/4`` is a fraction; ``on 12/25`` (a date cue, a day 13-31) is December 25th;
+    ``scored 8/10`` (a score cue) is "eight out of ten"."""
     n, d = int(m.group("fr_n")), int(m.group("fr_d"))
     if d == 0:
         return None
-    if 1 <= n <= 12 and 13 <= d <= 31 and _prev_word(text, m.start()).lower() in DATE_CUES:
+    prev = _prev_word(text, m.start()).lower()
+    if 1 <= n <= 12 and 13 <= d <= 31 and prev in DATE_CUES:
         return _date(n, d, None)
+    if n <= d and any(word.lower() in SCORE_CUES for word in _recent_words(text, m.start())):
+        return f"{w.cardinal(n)} out of {w.cardinal(d)}"
     return _SAID_FRACTIONS.get((n, d)) or w.fraction(n, d)
 
 
@@ -388,7 +418,7 @@ def _say_address(address: str) -> str:
     for part in _URL_PARTS.findall(address):
         if part.isalpha():
             out.append(part)
-        elif part.isdigit():
+        elif "0" <= part[0] <= "9":  # not str.isdigit(): "²" is a digit to it
             out.append(_number(part) if len(part) <= 4 else w.digits(part))
         else:
             out.append(SYMBOL_WORDS.get(part, ""))
@@ -447,4 +477,7 @@ HANDLERS: Final[dict[str, Handler]] = {
     "initialism": _initialism,
     "amp": _amp,
     "about": _about,
+    "power": _power,
+    "compare": _compare,
+    "sharp": _sharp,
 }

@@ -17,6 +17,7 @@ __all__ = [
     "PER_UNITS",
     "PHONE_CUES",
     "QUANTITY_CUES",
+    "SCORE_CUES",
     "SYMBOL_WORDS",
     "UNITS",
     "VULGAR_FRACTIONS",
@@ -106,6 +107,15 @@ UNITS: Final = MappingProxyType(
         "°F": ("degree Fahrenheit", "degrees Fahrenheit"),
         "°C": ("degree Celsius", "degrees Celsius"),
         "°K": ("kelvin", "kelvin"),
+        "m²": ("square meter", "square meters"),
+        "km²": ("square kilometer", "square kilometers"),
+        "cm²": ("square centimeter", "square centimeters"),
+        "ft²": ("square foot", "square feet"),
+        "mi²": ("square mile", "square miles"),
+        "sq ft": ("square foot", "square feet"),
+        "sq mi": ("square mile", "square miles"),
+        "m³": ("cubic meter", "cubic meters"),
+        "cm³": ("cubic centimeter", "cubic centimeters"),
         "°": ("degree", "degrees"),
     }
 )
@@ -193,3 +203,9 @@ COUNT_NOUNS: Final = frozenset(
      "stars", "likes", "followers", "views", "requests", "cars", "homes", "jobs"]
 )  # fmt: skip
 """Words after a 4-digit number that make it a count (``2048 tokens``), not a year."""
+
+SCORE_CUES: Final = frozenset(
+    ["scored", "score", "scores", "rated", "rating", "rate", "rates", "got", "gets", "gave", "give", "gives",
+     "grade", "graded", "earned", "earns"]
+)  # fmt: skip
+"""Words before ``8/10`` that make it a score ("eight out of ten"), not a fraction."""
