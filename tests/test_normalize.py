@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reactivex.testing import ReactiveTest, TestScheduler
 
-from rxtts.operators import FLUSH, NormalizedText, TextItem, normalize, normalize_text
+from rxtts.operators import FLUSH, NormalizedText, TextItem, normalize, normalize_text, sentences
 from rxtts.operators._normalize.tables import (
     ABBREVIATIONS,
     CURRENCIES,
@@ -317,6 +317,17 @@ def test_operator_normalises_segments_and_forwards_flush() -> None:
         "Call at nine AM.",
         FLUSH,
         "Fine.",
+    ]
+
+
+def test_operator_after_sentences_on_a_token_stream() -> None:
+    tokens = ["Dr", ". Sm", "ith paid $3", ".50 on 3/4", "/2024. Call 555", "-123-4567 at 9", "am.", FLUSH]
+    out: list[TextItem] = []
+    reactivex.from_iterable(tokens).pipe(sentences(), normalize()).subscribe(out.append)
+    assert out == [
+        "Doctor Smith paid three dollars and fifty cents on March fourth, twenty twenty-four.",
+        "Call five five five, one two three, four five six seven at nine AM.",
+        FLUSH,
     ]
 
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rxtts.bench._stats import describe_machine, machine_info
 from rxtts.operators import normalize_text
 from rxtts.operators._normalize import words
 
@@ -155,6 +156,7 @@ def run(n_chunks: int = 2000, espeak: bool = True) -> dict[str, Any]:
     """
     chunks = build_chunks(n_chunks)
     result: dict[str, Any] = {
+        "machine": describe_machine(machine_info()),
         "warm": timing(chunks, cold=False),
         "cold": timing(chunks[: max(1, n_chunks // 4)], cold=True),
         "plain": timing(build_chunks(n_chunks, category="plain"), cold=False),
@@ -165,6 +167,7 @@ def run(n_chunks: int = 2000, espeak: bool = True) -> dict[str, Any]:
 
 
 def _print(result: dict[str, Any]) -> None:
+    print(result["machine"])
     for name in ("warm", "cold", "plain"):
         t = result[name]
         what = "plain prose" if name == "plain" else f"corpus, {name} cache"

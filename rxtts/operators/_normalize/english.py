@@ -3,34 +3,48 @@
 Decisions (each one is tested in ``tests/data/normalize_corpus.json``):
 
 * **Currency**: ``$3.50`` -> "three dollars and fifty cents", ``$0.99`` -> "ninety-nine
-  cents", ``$5`` -> "five dollars"; with a scale (``£1.2 million``, ``$5M``, ``$3k``)
-  -> "one point two million pounds". A range puts the currency once, at the end
-  (``$10-$20`` -> "ten to twenty dollars").
+  cents", ``$5`` -> "five dollars", ``20€`` -> "twenty euros"; with a scale
+  (``£1.2 million``, ``$5M``, ``$3k``) -> "one point two million pounds". A range puts
+  the currency once, at the end (``$10-$20`` -> "ten to twenty dollars").
 * **Years**: a bare 4-digit integer 1500-2099 is a year ("nineteen ninety", "two
-  thousand five"), unless a quantity cue precedes it ("over 1500 people"). Other
-  4-digit numbers are cardinals; a year cue ("in 1066") extends the year reading.
-  Decades: ``1990s`` -> "nineteen nineties", ``'90s``/``90s`` -> "nineties".
+  thousand five", "twenty twenty-four"), unless a quantity cue precedes it ("over
+  1500 people") or a count noun follows it ("2048 tokens"). Other 4-digit numbers are
+  cardinals; a year cue before them ("in 1066") makes them years. Decades: ``1990s``
+  -> "nineteen nineties", ``'90s``/``90s`` -> "nineties".
 * **Dates**: ``2024-03-03`` and ``March 3, 2024`` -> "March third, twenty
   twenty-four". Slash dates are **US order** (month/day/year): ``3/4/2024`` is
   March fourth; when the first part cannot be a month (``25/12/2024``) the
-  day/month order is used. Two-digit years: 00-49 -> 20xx, 50-99 -> 19xx.
+  day/month order is used. Two-digit years: 00-49 -> 20xx, 50-99 -> 19xx. Without a
+  year, ``12/25`` is a date only after a date cue ("on 12/25"), else a fraction.
 * **Times**: ``3:30 pm`` -> "three thirty PM", ``14:05`` -> "fourteen oh five" (24-hour
   times are read as written, not converted), ``9am`` -> "nine AM", ``5:00`` -> "five
-  o'clock".
-* **Titles**: ``Dr.`` is "Doctor" before a capitalised word, "Drive" after a
-  capitalised word otherwise. ``St.`` is "Saint" before a capitalised word (unless a
-  number precedes: ``5th St. Louis`` is a street), "Street" otherwise. The period of
-  a title is always dropped (a voice would end the sentence there); the period of
-  an abbreviation that can end a sentence (``etc.``, ``Inc.``, ``St.`` as Street) is
-  kept when the text ends there or the next word is capitalised.
+  o'clock", ``10am-2pm`` -> "ten AM to two PM". Other ``a:b`` (``16:9``, a score
+  ``3:2``) -> "sixteen to nine".
+* **Fractions**: ``1/2`` "one half", ``3/4`` "three quarters", ``7/16`` "seven
+  sixteenths" (ordinal denominators up to 100 and powers of ten, else "x over y");
+  ``1 1/2`` "one and a half"; after a score cue ``rated 8/10`` "eight out of ten";
+  ``24/7``, ``50/50``, ``9/11`` as said.
+* **Titles**: ``Dr.`` is "Doctor", or "Drive" after a capitalised word when no
+  capitalised word follows (``Sunset Dr. near``). ``St.`` is "Saint" before a
+  capitalised word (unless a number precedes: ``5th St. Louis`` is a street), "Street"
+  otherwise. The period of a title is dropped (a voice would end the sentence there)
+  unless the text ends there; the period of an abbreviation that can end a sentence
+  (``etc.``, ``Inc.``, ``St.`` as Street) is kept when the text ends there or the next
+  word is capitalised. Dotted initialisms are spelled: ``U.S.`` -> "U S".
 * **URLs**: the scheme, ``www.`` and a trailing slash are dropped, separators are
   said ("dot", "slash", "dash", ...): ``https://www.example.com/docs`` -> "example
-  dot com slash docs". E-mail: "jane dot doe at example dot com".
-* **Ratios and scores** that are not times (``16:9``, ``3:2``): "sixteen to nine".
+  dot com slash docs"; bare domains need a known top-level domain (``example.com``,
+  not ``node.js``). E-mail: "jane dot doe at example dot com".
+* **Phone numbers** (``555-123-4567``, ``(555) 123-4567``, ``1-800-555-0199``, ``+44 20
+  7946 0958``, ``555-0100``, ``call 911``): digit by digit, a comma (a short pause)
+  between groups. ``100-200`` stays a range: a 3-4 digit pair is a phone number only
+  after a phone cue ("call") or when its second part starts with 0.
 * **SSML/XML tags** (``<break time="500ms"/>``) are left exactly as they are, and so is
   the content of ``<say-as>``, ``<phoneme>`` and ``<sub>`` (the author chose its reading).
-* **Phone numbers** (``555-123-4567``, ``(555) 123-4567``, ``+44 20 7946 0958``): digit
-  by digit, a comma (a short pause) between groups.
+
+Not handled (left to the voice): European number formats (``1.234,56``), currency
+codes before the amount (``USD 50``), attributive singulars ("a five gigabytes plan"),
+``10/11`` meaning "10 or 11", Roman numerals.
 """
 
 from __future__ import annotations
