@@ -36,14 +36,16 @@ Decisions (each one is tested in ``tests/data/normalize_corpus.json``):
   dot com slash docs"; bare domains need a known top-level domain (``example.com``,
   not ``node.js``). E-mail: "jane dot doe at example dot com".
 * **Phone numbers** (``555-123-4567``, ``(555) 123-4567``, ``1-800-555-0199``, ``+44 20
-  7946 0958``, ``555-0100``, ``call 911``): digit by digit, a comma (a short pause)
+  7946 0958``, ``0800 123 456``, ``555-0100``, ``call 911``): digit by digit, a comma (a short pause)
   between groups. ``100-200`` stays a range: a 3-4 digit pair is a phone number only
   after a phone cue ("call") or when its second part starts with 0.
 * **SSML/XML tags** (``<break time="500ms"/>``) are left exactly as they are, and so is
   the content of ``<say-as>``, ``<phoneme>`` and ``<sub>`` (the author chose its reading).
 
 Not handled (left to the voice): European number formats (``1.234,56``), currency
-codes before the amount (``USD 50``), attributive singulars ("a five gigabytes plan"),
+codes before the amount (``USD 50``), a scale letter without a currency or a count noun
+after it (``Apt 4B``, ``a 5k run``: kept; ``7B parameters`` is "seven billion"),
+attributive singulars ("a five gigabytes plan"),
 ``10/11`` meaning "10 or 11", Roman numerals.
 """
 
@@ -104,13 +106,14 @@ _PATTERNS: Final = {
     "ampm": rf"(?<![\w:.])(?P<a_h>1[0-2]|0?[1-9])\s?(?P<a_ap>{_AMPM})",
     "ratio": r"(?<![\w:.])(?P<r_a>[0-9]{1,3}):(?P<r_b>[0-9]{1,3})(?![\w:]|[.,][0-9])",
     "phone": rf"(?<![\w+])(?:\+[0-9]{{1,3}}(?:[\s.-][0-9]{{1,4}}){{2,6}}"
-    rf"|(?:\+?1{_SEP})?(?:\([0-9]{{3}}\)\s?|[0-9]{{3}}{_SEP})[0-9]{{3}}{_SEP}[0-9]{{4}})(?![\w-]|\.[0-9])",
+    rf"|(?:\+?1{_SEP})?(?:\([0-9]{{3}}\)\s?|[0-9]{{3}}{_SEP})[0-9]{{3}}{_SEP}[0-9]{{4}}"
+    r"|0[0-9]{2,4}(?:[\s-][0-9]{3,4}){2})(?![\w-]|\.[0-9])",
     "decade": r"(?<![\w'’])(?P<dec_full>[12][0-9]{2}0)['’]?s(?!\w)"
     r"|(?<!\w)['’](?P<dec_short>[0-9]0)s(?!\w)|(?<![\w'’])(?P<dec_bare>[2-9]0)['’]?s(?!\w)",
     "ordinal": r"(?<![\w.])(?P<ord>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:st|nd|rd|th|ST|ND|RD|TH)(?!\w)",
     "mixed": r"(?<![\w./])(?P<mx_w>[0-9]+)\s(?P<mx_n>[0-9]{1,2})/(?P<mx_d>[0-9]{1,2})(?![\w/])",
     "vulgar": r"(?<![\w.])(?P<vf_w>[0-9]+)?\s?(?P<vf>[" + "".join(VULGAR_FRACTIONS) + "])",
-    "fraction": r"(?<![\w./])(?P<fr_n>[0-9]{1,3})/(?P<fr_d>[0-9]{1,4})(?![\w/]|\.[0-9])",
+    "fraction": r"(?<![\w./])(?P<fr_n>[0-9]{1,3}(?:\.[0-9]{1,2})?)/(?P<fr_d>[0-9]{1,4})(?![\w/]|\.[0-9])",
     "hash": r"(?<![\w&])#\s?(?P<h_num>[0-9]+)(?![\w.,][0-9]|\w)",
     "version": r"(?<![\w.])(?P<ver_v>[vV])?(?P<ver>[0-9]+(?:\.[0-9]+){2,})(?![\w]|\.[0-9])",
     "quantity": rf"(?<![\w.,])(?P<q_sign>[-−+](?=[0-9$€£¥₹]))?(?P<q_cur>{_CUR})?(?P<q_num>{_NUM})"
@@ -119,7 +122,8 @@ _PATTERNS: Final = {
     rf"(?P<q_curpost>{_CUR})?(?:(?P<q_times>[x×])(?!\w))?"
     rf"(?:\s?(?P<q_unit>%|°\s?[FCK]|°|(?:{_UNIT})(?![\w/])))?"
     rf"(?:\s?/\s?(?P<q_per>{_PER})(?!\w))?(?P<q_plus>\+(?![0-9]))?(?![\w]|[.,][0-9])",
-    "dimensions": r"(?<![\w.])(?P<dim_a>[0-9]+)\s?[x×]\s?(?P<dim_b>[0-9]+)(?![\w.]|\.[0-9])",
+    "dimensions": rf"(?<![\w.])(?P<dim>[0-9]+(?:\s?[x×]\s?[0-9]+){{1,2}})"
+    rf"(?:\s?(?P<dim_unit>{_UNIT})(?![\w/]))?(?!\w|[.,][0-9])",
     "power": r"(?<![\w.])(?P<pw_b>[0-9]+)\^(?P<pw_e>[0-9]{1,2})(?![\w.]|\.[0-9])",
     "compare": r"(?<=\s)(?P<cmp>[<>]=?)(?=\s)",
     "feet_inches": r"(?<![\w'’])(?P<fi_f>[0-9])['’′]\s?(?P<fi_i>[0-9]{1,2})(?:\"|”|″|'')",

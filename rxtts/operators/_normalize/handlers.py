@@ -90,10 +90,15 @@ def _is_year(raw: str, text: str, start: int) -> bool:
     prev = _prev_word(text, start)
     if prev.lower() in QUANTITY_CUES:
         return False
-    after = _NEXT_WORD.match(text, start + 4)
-    if after is not None and after.group(1).lower() in COUNT_NOUNS:
+    if _count_follows(text, start + 4):
         return False
     return 1500 <= int(raw) <= 2099 or (prev in YEAR_CUES and int(raw) >= 1000)
+
+
+def _count_follows(text: str, end: int) -> bool:
+    """Whether a count noun follows ``end`` ("2048 tokens", "7B parameters")."""
+    after = _NEXT_WORD.match(text, end)
+    return after is not None and after.group(1).lower() in COUNT_NOUNS
 
 
 def _number(raw: str) -> str:
@@ -132,8 +137,8 @@ def _quantity(m: re.Match[str], text: str) -> str | None:
     raw, raw2 = m.group("q_num"), m.group("q_num2")
     cur = m.group("q_cur") or m.group("q_cur2") or m.group("q_curpost") or ""
     unit, per, abbr = m.group("q_unit"), m.group("q_per"), m.group("q_abbr")
-    if abbr and not cur:
-        return None  # "5M" without a currency: leave it (could be a model size, a paper size)
+    if abbr and not cur and not _count_follows(text, m.end()):
+        return None  # "Apt 4B", "a 5k run": a scale letter needs a currency or a count noun after
     scale = m.group("q_scale") or (_SCALES[abbr] if abbr else "")
     sign = m.group("q_sign") or ""
     bare = not (cur or unit or scale or sign)
@@ -166,8 +171,10 @@ def _quantity(m: re.Match[str], text: str) -> str | None:
 
 
 def _dimensions(m: re.Match[str], _text: str) -> str:
-    """``1920x1080``, ``4 x 4``: "four by four" (sizes read as cardinals)."""
-    return f"{_number(m.group('dim_a'))} by {_number(m.group('dim_b'))}"
+    """``1920x1080``, ``4 x 4``, ``30x20x10 cm``: "thirty by twenty by ten centimeters"."""
+    spoken = " by ".join(_number(n) for n in re.findall(r"[0-9]+", m.group("dim")))
+    unit = m.group("dim_unit")
+    return spoken + (" " + UNITS[unit][1] if unit else "")
 
 
 def _power(m: re.Match[str], _text: str) -> str:
@@ -344,9 +351,12 @@ def _vulgar(m: re.Match[str], _text: str) -> str:
 def _fraction(m: re.Match[str], text: str) -> str | None:
     """``3/4`` is a fraction; ``on 12/25`` (a date cue, a day 13-31) is December 25th;
     ``scored 8/10`` (a score cue) is "eight out of ten"."""
-    n, d = int(m.group("fr_n")), int(m.group("fr_d"))
+    raw_n, d = m.group("fr_n"), int(m.group("fr_d"))
     if d == 0:
         return None
+    if "." in raw_n:  # "4.8/5": a rating
+        return f"{_number(raw_n)} out of {w.cardinal(d)}"
+    n = int(raw_n)
     prev = _prev_word(text, m.start()).lower()
     if 1 <= n <= 12 and 13 <= d <= 31 and prev in DATE_CUES:
         return _date(n, d, None)

@@ -142,13 +142,32 @@ ABBREVIATIONS: Final = MappingProxyType(
         "Inc": "Incorporated", "Ltd": "Limited", "Corp": "Corporation", "Co": "Company",
         "Bros": "Brothers", "approx": "approximately", "Approx": "Approximately",
         "dept": "department", "Dept": "Department", "vs": "versus", "etc": "et cetera",
-        "cf": "compare", "Cf": "Compare",
+        "cf": "compare", "Cf": "Compare", "Apt": "Apartment", "Ste": "Suite", "Bldg": "Building",
+        "Hwy": "Highway", "Pkwy": "Parkway", "Ct": "Court", "Univ": "University",
     }
 )  # fmt: skip
 """``Dr``, ``St`` and the number-only ones (``No.``, ``Fig.``, ...) are decided by context."""
 
 KEEP_PERIOD: Final = frozenset(
-    ["Jr", "Sr", "Ave", "Blvd", "Rd", "Ln", "Inc", "Ltd", "Corp", "Co", "Bros", "etc", "dept", "Dept"]
+    [
+        "Jr",
+        "Sr",
+        "Ave",
+        "Blvd",
+        "Rd",
+        "Ln",
+        "Inc",
+        "Ltd",
+        "Corp",
+        "Co",
+        "Bros",
+        "etc",
+        "dept",
+        "Dept",
+        "Hwy",
+        "Pkwy",
+        "Ct",
+    ]
 )
 """Abbreviations that may end a sentence: their period is kept when the sentence ends there."""
 
@@ -200,9 +219,11 @@ COUNT_NOUNS: Final = frozenset(
      "tokens", "characters", "bytes", "bits", "pixels", "items", "units", "copies", "pages", "lines", "rows",
      "files", "records", "samples", "steps", "points", "times", "calories", "cases", "deaths", "miles",
      "meters", "feet", "dollars", "euros", "pounds", "seconds", "minutes", "hours", "days", "downloads",
-     "stars", "likes", "followers", "views", "requests", "cars", "homes", "jobs"]
+     "stars", "likes", "followers", "views", "requests", "cars", "homes", "jobs", "parameters", "params",
+     "subscribers", "visitors", "installs", "images", "examples", "messages", "queries", "transactions",
+     "sales", "readers", "listeners", "viewers", "players", "residents", "patients", "tons"]
 )  # fmt: skip
-"""Words after a 4-digit number that make it a count (``2048 tokens``), not a year."""
+"""Words after a number that make it a count: ``2048 tokens`` (not a year), ``7B parameters``."""
 
 SCORE_CUES: Final = frozenset(
     ["scored", "score", "scores", "rated", "rating", "rate", "rates", "got", "gets", "gave", "give", "gives",
