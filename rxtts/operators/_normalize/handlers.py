@@ -112,11 +112,12 @@ def _number(raw: str) -> str:
 
 
 def _money(raw: str, symbol: str, scale: str) -> str:
+    """``3.50`` -> "three dollars and fifty cents"; with a scale or other decimals, "1.2 million pounds"."""
     major1, majors, minor1, minors = CURRENCIES[symbol]
     whole, _, frac = raw.replace(",", "").partition(".")
     if scale or (frac and len(frac) != 2) or not minors:
         amount = _number(raw)
-        plural = scale or amount != "one" or bool(frac)
+        plural = bool(scale or frac) or amount != "one"
         return f"{amount}{' ' + scale if scale else ''} {majors if plural else major1}"
     units, cents = int(whole or "0"), int(frac or "0")
     parts = []
@@ -134,35 +135,46 @@ _SCALES: Final = {
 
 
 def _quantity(m: re.Match[str], text: str) -> str | None:
+    """A number with its sign, currency, range, scale, unit, ``/unit``, ``x`` or ``+``."""
     raw, raw2 = m.group("q_num"), m.group("q_num2")
     cur = m.group("q_cur") or m.group("q_cur2") or m.group("q_curpost") or ""
-    unit, per, abbr = m.group("q_unit"), m.group("q_per"), m.group("q_abbr")
+    abbr = m.group("q_abbr")
     if abbr and not cur and not _count_follows(text, m.end()):
         return None  # "Apt 4B", "a 5k run": a scale letter needs a currency or a count noun after
     scale = m.group("q_scale") or (_SCALES[abbr] if abbr else "")
     sign = m.group("q_sign") or ""
-    bare = not (cur or unit or scale or sign)
-    if bare and raw2 is None and _is_year(raw, text, m.start()):
-        return w.year(int(raw))
-    if bare and raw2 is not None and _is_year(raw, text, m.start()) and len(raw2) in (2, 4):
-        second = w.year(int(raw2)) if len(raw2) == 4 else w.cardinal(int(raw2))
-        return f"{w.year(int(raw))} to {second}"
-    if bare and (said := _said_as_digits(raw, raw2, text, m.start())) is not None:
-        return said
+    if not (cur or scale or sign or m.group("q_unit")):
+        said = _bare_reading(raw, raw2, text, m.start())
+        if said is not None:
+            return said
     spoken = ("minus " if sign in "-−" else "plus ") if sign else ""
     if raw2 is not None:
         spoken += _number(raw) + " to "
         raw = raw2
-    if cur:
-        spoken += _money(raw, cur, scale)
-    else:
-        spoken += _number(raw) + (" " + scale if scale else "")
+    spoken += _money(raw, cur, scale) if cur else _number(raw) + (" " + scale if scale else "")
+    return spoken + _suffix(m, raw == "1" and raw2 is None and not scale)
+
+
+def _bare_reading(raw: str, raw2: str | None, text: str, start: int) -> str | None:
+    """A bare number (or range) read as a year, a year range or digits; None: a cardinal."""
+    if _is_year(raw, text, start):
+        if raw2 is None:
+            return w.year(int(raw))
+        if len(raw2) in (2, 4):
+            second = w.year(int(raw2)) if len(raw2) == 4 else w.cardinal(int(raw2))
+            return f"{w.year(int(raw))} to {second}"
+    return _said_as_digits(raw, raw2, text, start)
+
+
+def _suffix(m: re.Match[str], single: bool) -> str:
+    """Words for the unit, ``/unit``, ``x`` and ``+`` after a quantity ("kilometers per hour")."""
+    spoken = ""
+    unit = m.group("q_unit")
     if unit:
         one, many = UNITS[unit if unit in UNITS else unit.replace(" ", "")]  # "° F" is "°F"
-        single = raw2 is None and raw == "1" and not scale
         spoken += " " + (one if single else many)
-    if per:
-        spoken += " per " + PER_UNITS[per]
+    if m.group("q_per"):
+        spoken += " per " + PER_UNITS[m.group("q_per")]
     if m.group("q_times"):
         spoken += " times"
     if m.group("q_plus"):
