@@ -113,9 +113,10 @@ MAPPED = [
     ("A 3.5% rate", "percent", "3.5%"),
     ("It weighs 10kg", "kilograms", "10kg"),
     ("Ask Dr. Smith in", "Doctor", "Dr."),
-    ("Call 555-123-4567 now", "seven", "555-123-4567"),
-    ("Mail jane.doe@example.com today", "doe", "jane.doe@example.com"),
-    ("See https://www.example.com/docs now", "docs", "https://www.example.com/docs"),
+    # addresses and phone numbers map piece by piece: a word to its own characters
+    ("Call 555-123-4567 now", "seven", "4567"),
+    ("Mail jane.doe@example.com today", "at", "@"),
+    ("See https://www.example.com/docs now", "slash", "/"),
     ("Pages 10-20 only", "twenty", "10-20"),
     ("Add 1/2 cup", "half", "1/2"),
     ("We are #1 here", "number", "#1"),
@@ -134,6 +135,22 @@ def test_to_original_maps_a_spoken_word_back_to_its_source(raw: str, word: str, 
     first = n.text.split()[0]
     assert n.to_original(0, len(first)) == (0, len(first))
     assert raw[slice(*n.to_original(0, len(n.text)))] == raw
+
+
+def test_to_original_inside_an_address_is_exact() -> None:
+    raw = "Mail jane.doe@example.com or see https://www.example.com/docs/ now"
+    n = normalize_text(raw)
+    assert n.text == "Mail jane dot doe at example dot com or see example dot com slash docs now"
+    doe = n.text.index("doe")
+    assert n.to_original(doe, doe + 3) == (raw.index("doe"), raw.index("doe") + 3)  # copied unchanged
+    docs = n.text.index("docs")
+    assert raw[slice(*n.to_original(docs, docs + 4))] == "docs"
+    # the spoken URL maps to the smallest covering range: the silent scheme lies outside it...
+    url = n.text.index("example dot com slash")
+    start, end = n.to_original(url, docs + 4)
+    assert raw[start:end] == "example.com/docs"
+    # ...and inside it once the range starts before the URL
+    assert raw[slice(*n.to_original(url - 1, docs + 4))] == " https://www.example.com/docs"
 
 
 def test_to_original_identity_text_maps_one_to_one() -> None:

@@ -55,7 +55,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from .handlers import HANDLERS
+from .handlers import HANDLERS, Spoken
 from .spans import NormalizedText, SpanBuilder
 from .tables import (
     ABBREVIATIONS,
@@ -204,7 +204,7 @@ def _match_at(text: str, candidate: re.Match[str], floor: int) -> re.Match[str] 
     return _SCANNER.match(text, p)
 
 
-def _resolve(m: re.Match[str], text: str) -> tuple[re.Match[str], str | None]:
+def _resolve(m: re.Match[str], text: str) -> tuple[re.Match[str], Spoken | None]:
     """The handler's reading of ``m``; a rejected match falls back to its leading number."""
     rule = _rule(m)
     spoken = HANDLERS[rule](m, text)
@@ -256,7 +256,11 @@ def normalize_english(text: str) -> NormalizedText:
             search_from = max(skip, candidate.end())
             continue
         out.copy(pos, m.start())
-        out.rewrite(m.start(), m.end(), spoken)
+        if isinstance(spoken, str):
+            out.rewrite(m.start(), m.end(), spoken)
+        else:
+            for start, end, piece in spoken:  # pieces tile the match
+                out.rewrite(m.start() + start, m.start() + end, piece)
         pos = search_from = m.end()
     out.copy(pos, len(text))
     return out.build()

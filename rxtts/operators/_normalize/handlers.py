@@ -32,9 +32,14 @@ from .tables import (
     YEAR_CUES,
 )
 
-__all__ = ["HANDLERS", "Handler"]
+__all__ = ["HANDLERS", "Handler", "Piece", "Spoken"]
 
-Handler = Callable[["re.Match[str]", str], "str | None"]
+Piece = tuple[int, int, str]
+"""``(start, end, spoken)``: ``match[start:end]`` is said ``spoken`` (offsets in the match)."""
+Spoken = str | tuple[Piece, ...]
+"""What a handler says: one text for the whole match, or pieces that tile the match (an
+address, a phone number: "doe" in an e-mail maps back to "doe", not to the address)."""
+Handler = Callable[["re.Match[str]", str], "Spoken | None"]
 
 _PREV_WORD: Final = re.compile(r"([\w'’]+)\W*$")
 _NEXT_CAPITAL: Final = re.compile(r"\s+[\"'“‘(]?[A-Z]")
@@ -43,6 +48,7 @@ _WORDS: Final = re.compile(r"[A-Za-z]+")
 _NEXT_WORD: Final = re.compile(r"\s+([A-Za-z]+)")
 _URL_PARTS: Final = re.compile(r"[A-Za-z]+|[0-9]+|[^A-Za-z0-9]")
 _SCHEME: Final = re.compile(r"^(?i:[a-z]+://)?(?i:www\.)?")
+_PHONE_PARTS: Final = re.compile(r"\+|[0-9]+|[^0-9+]+")
 
 
 # --- context helpers -------------------------------------------------------------------
@@ -320,10 +326,19 @@ def _ratio(m: re.Match[str], _text: str) -> str:
     return f"{_number(m.group('r_a'))} to {_number(m.group('r_b'))}"
 
 
-def _phone(m: re.Match[str], _text: str) -> str:
-    groups = re.findall(r"[0-9]+", m.group())
-    spoken = ", ".join(w.digits(g) for g in groups)
-    return "plus " + spoken if m.group().startswith("+") else spoken
+def _phone(m: re.Match[str], _text: str) -> tuple[Piece, ...]:
+    """Digit groups said digit by digit, a comma between groups; separators are silent."""
+    pieces: list[Piece] = []
+    groups, plus = 0, False
+    for part in _PHONE_PARTS.finditer(m.group()):
+        token, words = part.group(), ""
+        if token == "+":
+            words, plus = "plus", True
+        elif token[0].isdigit():
+            words = (", " if groups else " " if plus else "") + w.digits(token)
+            groups += 1
+        pieces.append((part.start(), part.end(), words))
+    return tuple(pieces)
 
 
 def _decade(m: re.Match[str], _text: str) -> str:
@@ -434,26 +449,54 @@ def _initialism(m: re.Match[str], text: str) -> str:
     return letters + ("." if m.end() == len(text.rstrip()) else "")
 
 
-def _say_address(address: str) -> str:
-    """Letters and numbers as they are, separators said ("dot", "slash", "at", ...)."""
-    out = []
-    for part in _URL_PARTS.findall(address):
-        if part.isalpha():
-            out.append(part)
-        elif "0" <= part[0] <= "9":  # not str.isdigit(): "²" is a digit to it
-            out.append(_number(part) if len(part) <= 4 else w.digits(part))
-        else:
-            out.append(SYMBOL_WORDS.get(part, ""))
-    return " ".join(p for p in out if p)
+def _address_word(part: str) -> str:
+    """Letters as they are, numbers as words, a separator said ("dot", "slash", "at"...)."""
+    if part.isalpha():
+        return part
+    if "0" <= part[0] <= "9":  # not str.isdigit(): "²" is a digit to it
+        return _number(part) if len(part) <= 4 else w.digits(part)
+    return SYMBOL_WORDS.get(part, "")
 
 
-def _url(m: re.Match[str], _text: str) -> str:
-    address = _SCHEME.sub("", m.group()).rstrip("/")
-    return _say_address(address)
+def _spaced(source: str, words: list[Piece]) -> tuple[Piece, ...]:
+    """Join the words of ``words`` ("" is silent) with single spaces.
+
+    Each space goes into a rewritten piece when it can, so that a word copied
+    unchanged ("doe" in "jane.doe@") stays an identity span.
+    """
+    texts = [word for _, _, word in words]
+    said = False
+    for i, (start, end, word) in enumerate(words):
+        if not word:
+            continue
+        if said:
+            prev_start, prev_end, _ = words[i - 1]
+            if word == source[start:end] and texts[i - 1] != source[prev_start:prev_end]:
+                texts[i - 1] += " "
+            else:
+                texts[i] = " " + word
+        said = True
+    return tuple((start, end, text) for (start, end, _), text in zip(words, texts, strict=True))
 
 
-def _email(m: re.Match[str], _text: str) -> str:
-    return _say_address(m.group())
+def _say_address(source: str, start: int, end: int) -> tuple[Piece, ...]:
+    """Pieces for ``source[start:end]``; what lies outside that range is silent."""
+    words: list[Piece] = [(0, start, "")] if start else []
+    words += [(p.start(), p.end(), _address_word(p.group())) for p in _URL_PARTS.finditer(source, start, end)]
+    if end < len(source):
+        words.append((end, len(source), ""))
+    return _spaced(source, words)
+
+
+def _url(m: re.Match[str], _text: str) -> tuple[Piece, ...]:
+    """Scheme, ``www.`` and trailing slashes are silent."""
+    source = m.group()
+    start = len(source) - len(_SCHEME.sub("", source, count=1))
+    return _say_address(source, start, max(start, len(source.rstrip("/"))))
+
+
+def _email(m: re.Match[str], _text: str) -> tuple[Piece, ...]:
+    return _say_address(m.group(), 0, len(m.group()))
 
 
 def _about(m: re.Match[str], text: str) -> str:
