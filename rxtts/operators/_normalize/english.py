@@ -30,7 +30,7 @@ Decisions (each one is tested in ``tests/data/normalize_corpus.json``):
   otherwise. The period of a title is dropped (a voice would end the sentence there)
   unless the text ends there; the period of an abbreviation that can end a sentence
   (``etc.``, ``Inc.``, ``St.`` as Street) is kept when the text ends there or the next
-  word is capitalised. Dotted initialisms are spelled: ``U.S.`` -> "U S".
+  word is capitalised. Dotted initialisms lose their dots: ``U.S.`` -> "US".
 * **URLs**: the scheme, ``www.`` and a trailing slash are dropped, separators are
   said ("dot", "slash", "dash", ...): ``https://www.example.com/docs`` -> "example
   dot com slash docs"; bare domains need a known top-level domain (``example.com``,
@@ -129,7 +129,8 @@ _PATTERNS: Final = {
     "feet_inches": r"(?<![\w'’])(?P<fi_f>[0-9])['’′]\s?(?P<fi_i>[0-9]{1,2})(?:\"|”|″|'')",
     "latin": r"(?<![\w.])(?P<lat>[Ee]\.\s?[Gg]|[Ii]\.\s?[Ee]|a\.k\.a|A\.k\.a)\.?(?!\w)",
     "title": r"(?<![\w.])(?P<ti>Dr|St)\.(?!\w)",
-    "number_abbr": rf"(?<![\w.])(?P<na>{_alternation(NUMBER_ABBREVIATIONS)})\.\s?(?=[0-9])",
+    "number_abbr": rf"(?<![\w.])(?P<na>{_alternation(NUMBER_ABBREVIATIONS)})\.\s?(?=[0-9])"
+    r"|(?<![\w.])(?P<na_of>[Nn]o)\.(?=\s+of\b)",
     "abbr": rf"(?<![\w.])(?P<ab>{_alternation(ABBREVIATIONS)})\.(?!\w)",
     "sharp": r"(?<![\w#])(?P<sh>[A-G])#(?![\w#])",
     "bare_title": r"(?<![\w.])(?P<bt>Dr|Mr|Mrs|Ms|Prof)(?=\s+[A-Z])",

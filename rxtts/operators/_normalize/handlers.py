@@ -433,6 +433,9 @@ def _abbr(m: re.Match[str], text: str) -> str:
 
 
 def _number_abbr(m: re.Match[str], _text: str) -> str:
+    """``No. 5`` -> "number 5", ``p. 3`` -> "page 3", ``the no. of`` -> "the number of"."""
+    if m.group("na_of") is not None:
+        return "number"
     return NUMBER_ABBREVIATIONS[m.group("na")] + " "
 
 
@@ -445,7 +448,8 @@ def _bare_word(m: re.Match[str], _text: str) -> str:
 
 
 def _initialism(m: re.Match[str], text: str) -> str:
-    letters = " ".join(m.group("ini").replace(".", ""))
+    """``U.S.A.`` -> "USA": espeak-ng spells a capitalised initialism, but reads a lone "A" as "uh"."""
+    letters = m.group("ini").replace(".", "")
     return letters + ("." if m.end() == len(text.rstrip()) else "")
 
 
