@@ -17,6 +17,7 @@ from .flush import FLUSH, Flush, TextItem, is_flush
 from .keep_alive import KEEP_ALIVE, KeepAlivePolicy, idle_ticks, keep_alive
 from .markdown import strip_markdown, strip_markdown_text
 from .metrics import turn_metrics
+from .normalize import NormalizedText, normalize, normalize_text
 from .pace import audio_seconds, pace
 from .sentences import sentences
 from .sinks import collect_audio, play, to_numpy, write_wav
@@ -37,6 +38,7 @@ __all__ = [
     "Flush",
     "FlushReached",
     "KeepAlivePolicy",
+    "NormalizedText",
     "SentenceSegmenter",
     "SynthEvent",
     "TextItem",
@@ -47,6 +49,8 @@ __all__ = [
     "idle_ticks",
     "is_flush",
     "keep_alive",
+    "normalize",
+    "normalize_text",
     "pace",
     "play",
     "sentences",
