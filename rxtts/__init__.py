@@ -40,6 +40,8 @@ _EXPORTS: dict[str, str] = {
     "render_dialogue": "rxtts.client.dialogue",
     "from_llm": "rxtts.integrations.llm",
     "strip_markdown": "rxtts.operators.markdown",
+    "normalize_text": "rxtts.operators.normalize",
+    "NormalizedText": "rxtts.operators.normalize",
     # configuration
     "StreamConfig": "rxtts.config",
     "MultiContextConfig": "rxtts.config",
@@ -127,6 +129,7 @@ __all__ = [
     "MultiContextCallbacks",
     "MultiContextConfig",
     "MultiContextSession",
+    "NormalizedText",
     "NotFoundError",
     "OutputFormat",
     "ProtocolError",
@@ -157,6 +160,7 @@ __all__ = [
     "connect_sync",
     "from_llm",
     "keep_alive",
+    "normalize_text",
     "play",
     "render_dialogue",
     "sentences",
@@ -226,6 +230,7 @@ if TYPE_CHECKING:
     from rxtts.operators.keep_alive import KeepAlivePolicy, keep_alive
     from rxtts.operators.markdown import strip_markdown
     from rxtts.operators.metrics import turn_metrics
+    from rxtts.operators.normalize import NormalizedText, normalize_text
     from rxtts.operators.sentences import sentences
     from rxtts.operators.sinks import collect_audio, play, to_numpy, write_wav
 
