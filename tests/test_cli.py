@@ -10,9 +10,12 @@ import importlib.util
 import io
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -23,10 +26,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from reactivex.testing import ReactiveTest, TestScheduler
 
+from rxtts.cli import common
 from rxtts.cli import demo as demo_cmd
 from rxtts.cli import say as say_cmd
 from rxtts.cli._progress import Progress, render_table, shorten
-from rxtts.events import AudioChunk, ChunkComplete, GenerationStarted, TtsEvent
+from rxtts.events import AudioChunk, ChunkComplete, GenerationStarted, SessionClosed, TtsEvent
 from rxtts.integrations.tokens import llm_tokens, split_tokens
 from rxtts.server.embedded import RunningServer
 
@@ -39,7 +43,9 @@ def rxtts_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "rxtts.cli"]
 
 
-def run_cli(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, stdin: str | None = None, timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV}
     return subprocess.run(
         [*rxtts_command(), *args],
@@ -49,6 +55,7 @@ def run_cli(*args: str, stdin: str | None = None, timeout: float = 60) -> subpro
         timeout=timeout,
         env=env,
         check=False,
+        cwd=cwd,
     )
 
 
@@ -136,8 +143,16 @@ def test_say_subprocess_tone_writes_wav_and_json(tmp_path: Path) -> None:
     assert len(samples) / rate == pytest.approx(report["audio_seconds"], abs=1e-3)
     assert np.abs(samples).max() > 1000  # not silence
     # progress went to stderr, one line per step
-    for step in ("starting an embedded local server", "connecting", "first audio after", "tokens sent"):
+    for step in (
+        "starting an embedded local server",
+        "connecting",
+        "first audio (TTFA) after",
+        "tokens sent",
+    ):
         assert step in result.stderr
+    # The progress line and the summary agree on what "first audio" means (issue 16).
+    shown = float(re.search(r"first audio \(TTFA\) after ([0-9.]+) s", result.stderr).group(1))
+    assert shown == pytest.approx(report["ttfa"], abs=0.005)
 
 
 def test_say_reads_stdin_dash() -> None:
@@ -217,11 +232,11 @@ def test_say_no_text_on_a_terminal_is_a_usage_error() -> None:
         def isatty(self) -> bool:
             return True
 
-    with pytest.raises(say_cmd.UsageError, match="no text"):
-        say_cmd.read_text(None, Tty(""))
-    assert say_cmd.read_text(None, io.StringIO(" piped \n")) == "piped"
-    assert say_cmd.read_text("-", io.StringIO("dash")) == "dash"
-    assert say_cmd.read_text("arg", io.StringIO("ignored")) == "arg"
+    with pytest.raises(common.UsageError, match="no text"):
+        common.read_text(None, Tty(""))
+    assert common.read_text(None, io.StringIO(" piped \n")) == "piped"
+    assert common.read_text("-", io.StringIO("dash")) == "dash"
+    assert common.read_text("arg", io.StringIO("ignored")) == "arg"
 
 
 def test_say_unreachable_url_exits_1_with_clear_message() -> None:
@@ -466,3 +481,95 @@ def test_progress_and_table_helpers() -> None:
     assert stream.getvalue() == "rxtts x: hello\n"
     assert render_table(["a", "bb"], [["1", "x"]], "<>").splitlines() == ["a  bb", "1   x"]
     assert shorten("a  b\nc", 10) == "a b c" and shorten("abcdefghijk", 5) == "abcd…"
+
+
+# -- issue 16: clear errors, atomic files, partial audio -----------------------------------------
+
+
+def test_say_refuses_non_utf8_stdin_and_argv_in_one_line(tmp_path: Path) -> None:
+    script = "import sys; from rxtts.cli import main; sys.exit(main())"
+    bad_stdin = subprocess.run(
+        [sys.executable, "-c", script, "say", "-", "--engine", "tone"],
+        input=b"caf\xe9 au lait.\n",
+        capture_output=True,
+        timeout=60,
+    )
+    err = bad_stdin.stderr.decode()
+    assert bad_stdin.returncode == 2
+    assert "stdin is not UTF-8 text (byte 0xe9 at offset 3)" in err and "Traceback" not in err
+    bad_argv = subprocess.run(
+        [sys.executable, "-c", script, "say", os.fsdecode(b"caf\xe9."), "--engine", "tone"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert bad_argv.returncode == 2
+    assert "the TEXT argument is not UTF-8 text" in bad_argv.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("out.mp3", "only WAV output is supported"),
+        ("/proc/rxtts-cannot-write.wav", "cannot write there"),
+        ("no/such/dir/x.wav", "does not exist"),
+    ],
+)
+def test_say_output_problems_are_found_before_any_synthesis(path: str, message: str, tmp_path: Path) -> None:
+    result = run_cli("say", "Hello there.", "--engine", "tone", "-o", path, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "starting an embedded local server" not in result.stderr  # refused before starting
+    assert "Traceback" not in result.stderr
+
+
+def test_a_turn_without_audio_writes_no_file(tmp_path: Path) -> None:
+    """Punctuation-only input makes no audio with Piper: nothing may be written (no
+    44-byte WAV), and the command fails with a message instead."""
+    out = tmp_path / "nothing.wav"
+    options = say_cmd.parse_options(["... !!! ???", "--engine", "tone", "-o", str(out)], io.StringIO())
+    report = say_cmd.build_report(options, [SessionClosed()], 0.0, 0.0, "piper")
+    assert report.frames == 0
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_write_output_is_atomic(tmp_path: Path) -> None:
+    out = tmp_path / "keep.wav"
+    common.write_output(str(out), np.ones(100, np.int16), 24000)
+    before = out.read_bytes()
+    with pytest.raises(TypeError):
+        common.write_output(str(out), object(), 24000)  # type: ignore[arg-type]
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["keep.wav"]
+
+
+def test_say_to_a_file_runs_at_engine_speed_not_real_time(tmp_path: Path) -> None:
+    """Issue 16.3: `-o` without --play asks for unpaced audio; the tone engine makes
+    10 ms of audio per character, so 1,500 characters are 15 s of audio."""
+    out = tmp_path / "long.wav"
+    text = " ".join(["This is a long sentence that makes a lot of audio for the file."] * 23)
+    args = ("--engine", "tone", "-o", str(out), "--json", "--tokens-per-second", "inf")
+    result = run_cli("say", text, *args)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["audio_seconds"] > 12
+    assert report["wall_seconds"] < report["audio_seconds"] / 3  # paced would be >= audio - 1 s
+
+
+def test_say_ctrl_c_keeps_the_audio_received_so_far(tmp_path: Path) -> None:
+    out = tmp_path / "partial.wav"
+    text = " ".join(["A sentence streamed slowly so that the user can interrupt it."] * 12)
+    proc = subprocess.Popen(
+        [*rxtts_command(), "say", text, "--engine", "tone", "-o", str(out), "--tokens-per-second", "20"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "first audio (TTFA)" in line:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=30) == 130
+    assert "interrupted: kept the" in rest
+    samples, rate = read_wav(out)
+    assert 0 < len(samples) / rate < len(text) * 0.01  # some audio, not all of it

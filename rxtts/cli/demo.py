@@ -36,7 +36,7 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler
 from reactivex.subject import Subject
 
 from rxtts.cli._progress import Progress, error, seconds
-from rxtts.cli.say import (
+from rxtts.cli.common import (
     EXIT_OK,
     EXIT_RUNTIME,
     Target,
@@ -48,9 +48,9 @@ from rxtts.cli.say import (
     new_player,
     open_client,
     resolve_target,
-    speak_measured,
     write_output,
 )
+from rxtts.cli.say import speak_measured
 from rxtts.config import PRESETS
 from rxtts.events import AudioChunk, ChunkComplete, GenerationStarted, Interrupted, TtsEvent, TurnMetrics
 from rxtts.integrations.tokens import llm_tokens, split_tokens

@@ -22,24 +22,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO
 
-import numpy as np
-import numpy.typing as npt
 from reactivex import Observable
 from reactivex import operators as ops
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from rxtts.cli._progress import Progress, error, render_table, seconds, shorten
-from rxtts.client.connector import DEFAULT_LOCAL_VOICE, ENV_API_KEY, ENV_URL, Connector, Resolution, resolve
+from rxtts.cli.common import (
+    EXIT_OK,
+    EXIT_RUNTIME,
+    Target,
+    UsageError,
+    add_connection_arguments,
+    check_output_path,
+    cli_main,
+    connect_session,
+    new_player,
+    open_client,
+    read_text,
+    resolve_target,
+    write_output,
+)
 from rxtts.config import PRESETS, OutputFormat
-from rxtts.errors import AuthenticationError, RxTtsError
 from rxtts.events import (
     AudioChunk,
     ChunkComplete,
@@ -54,30 +63,8 @@ from rxtts.integrations.tokens import DEFAULT_TOKENS_PER_SECOND, llm_tokens, spl
 if TYPE_CHECKING:
     from rxtts.audio.playback import Player
     from rxtts.client.session import StreamingSession
-    from rxtts.client.tts import TTS
 
 PROG = "rxtts say"
-EXIT_OK = 0
-"""Success."""
-EXIT_RUNTIME = 1
-"""A runtime failure: unreachable server, missing engine, a server error."""
-EXIT_USAGE = 2
-"""Bad command-line usage (argparse's convention)."""
-EXIT_INTERRUPTED = 130
-"""Ctrl-C."""
-ENGINES = ("best", "piper", "espeak", "tone")
-"""Engines of the embedded server (``best``: piper, else espeak)."""
-URL_SCHEMES = ("ws://", "wss://", "http://", "https://")
-
-
-class UsageError(Exception):
-    """A bad combination of arguments, reported like an argparse error (exit status 2)."""
-
-
-class CommandError(Exception):
-    """A runtime failure whose message is ready to print as is (exit status 1)."""
-
-
 # -- results ----------------------------------------------------------------------------------
 
 
@@ -261,182 +248,6 @@ def format_summary(report: SayReport) -> str:
     return "\n".join(lines)
 
 
-# -- connecting (shared with ``rxtts demo``) ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Which server a command talks to, from ``--url``/``--api-key``/``--engine`` and the env."""
-
-    resolution: Resolution
-    """Where :func:`rxtts.connect` rules say to connect."""
-    engine: str
-    """Engine of the embedded server (when one is started)."""
-
-    @property
-    def embedded(self) -> bool:
-        """Whether an embedded local server is started."""
-        return self.resolution.url is None
-
-    def describe(self) -> str:
-        """``embedded`` or the base URL (the API key travels separately, never shown)."""
-        return "embedded" if self.resolution.url is None else self.resolution.url
-
-
-def resolve_target(url: str | None, api_key: str | None, engine: str | None) -> Target:
-    """Apply the connect rules; ``engine`` forces the embedded server.
-
-    Raises:
-        UsageError: ``--engine`` with ``--url``, or a URL that is not ws(s)/http(s).
-    """
-    if url is not None and engine is not None:
-        raise UsageError("--engine selects the engine of the embedded server; it cannot be used with --url")
-    if url is not None and not url.startswith(URL_SCHEMES):
-        raise UsageError(f"--url must start with ws://, wss://, http:// or https://, got {url!r}")
-    if engine is not None:
-        return Target(Resolution("embedded", None, None), engine)
-    return Target(resolve(url, api_key), "best")
-
-
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--url``, ``--api-key``, ``--engine``, ``--voice``, ``--quiet`` (shared by say and demo)."""
-    group = parser.add_argument_group("server")
-    group.add_argument(
-        "--url",
-        help=f"server base URL (ws://, wss://, http://, https://); default ${ENV_URL}, "
-        f"the hosted service if ${ENV_API_KEY} is set, else an embedded local server",
-    )
-    group.add_argument("--api-key", help=f"API key for --url or the hosted service (default ${ENV_API_KEY})")
-    group.add_argument(
-        "--engine",
-        choices=ENGINES,
-        help="start an embedded server with this engine (default: best installed, piper then espeak)",
-    )
-    parser.add_argument(
-        "--voice", type=int, default=DEFAULT_LOCAL_VOICE, help=f"voice id (default {DEFAULT_LOCAL_VOICE})"
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
-
-
-async def open_client(target: Target, voice_id: int, progress: Progress) -> tuple[TTS, str | None]:
-    """Start the embedded server if needed and return the client and its engine name.
-
-    Raises:
-        EngineUnavailableError: the engine is not installed (message has the install hint).
-    """
-    connector = Connector(
-        target.resolution,
-        engine=target.engine,
-        voice_id=voice_id,
-        config=None,
-        options=None,
-        transport=None,
-        reconnect=None,
-        server_options={},
-    )
-    if target.embedded:
-        named = "the best installed engine" if target.engine == "best" else f"engine {target.engine}"
-        progress.info(f"starting an embedded local server ({named}) ...")
-    began = time.monotonic()
-    tts = await connector.open()
-    engine = None
-    if tts.server is not None:
-        engine = tts.server.engine.name
-        progress.info(
-            f"embedded server ready on {tts.server.url} (engine {engine}) in {time.monotonic() - began:.1f} s"
-        )
-    return tts, engine
-
-
-async def connect_session(session: StreamingSession, target: Target, progress: Progress) -> None:
-    """Open the session's socket, with progress messages."""
-    shown = "the embedded server" if target.embedded else target.describe()
-    progress.info(f"connecting to {shown} ...")
-    began = time.monotonic()
-    try:
-        await session.connect()
-    except (RxTtsError, OSError, TimeoutError, ValueError) as exc:
-        raise CommandError(f"cannot connect to {shown}: {_connect_failure(exc, target)}") from exc
-    progress.info(f"connected in {(time.monotonic() - began) * 1000:.0f} ms")
-
-
-def _connect_failure(exc: BaseException, target: Target) -> str:
-    """Why a connect failed: the socket error (with a hint), or the server's answer."""
-    cause = exc.__cause__
-    if isinstance(cause, OSError | TimeoutError) or isinstance(exc, OSError | TimeoutError):
-        hint = "" if target.embedded else "; is the server running? ('rxtts serve' starts one)"
-        return f"{cause if cause is not None else exc}{hint}"
-    if isinstance(exc, AuthenticationError):
-        return f"{_server_message(exc)} (give the right --api-key, or set ${ENV_API_KEY})"
-    if isinstance(exc, RxTtsError):
-        return f"{type(exc).__name__}: {_server_message(exc)}"
-    return str(exc)
-
-
-def _server_message(exc: RxTtsError) -> str:
-    """The human part of an error whose message may be a raw JSON error body."""
-    try:
-        body = json.loads(exc.message)
-    except ValueError:
-        return exc.message
-    text = body.get("error") if isinstance(body, dict) else None
-    return text if isinstance(text, str) and text else exc.message
-
-
-def describe_failure(exc: BaseException, target: Target) -> str:
-    """A one-line message for a runtime failure (no traceback, no secrets)."""
-    from rxtts.server.engines.base import EngineUnavailableError
-
-    if isinstance(exc, EngineUnavailableError | ImportError | CommandError):
-        return str(exc)
-    if isinstance(exc, RxTtsError):
-        return f"server error ({type(exc).__name__}): {_server_message(exc)}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def check_output_path(path: str | None) -> None:
-    """Fail early (before any server starts) when ``-o`` cannot be written.
-
-    Raises:
-        UsageError: its directory does not exist, or it is a directory.
-    """
-    if path is None:
-        return
-    target = Path(path)
-    if target.is_dir():
-        raise UsageError(f"-o {path}: is a directory")
-    if not target.parent.is_dir():
-        raise UsageError(f"-o {path}: directory {str(target.parent)!r} does not exist")
-
-
-def write_output(path: str, samples: npt.NDArray[np.int16], sample_rate: int) -> None:
-    """Write a WAV file, turning OS errors into a one-line :class:`CommandError`."""
-    from rxtts.audio.wav import write_wav
-
-    try:
-        write_wav(path, samples, sample_rate)
-    except OSError as exc:
-        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def run_command(prog: str, coro: Coroutine[Any, Any, int], target: Target) -> int:
-    """Run a command's coroutine, mapping failures to one-line errors and exit statuses."""
-    try:
-        code: int = asyncio.run(coro)
-        return code
-    except KeyboardInterrupt:
-        error(prog, "interrupted")
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # stdout was closed early (e.g. ``| head``): stay quiet, as Unix tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_RUNTIME
-    except (CommandError, RxTtsError, ImportError, OSError, TimeoutError, RuntimeError, ValueError) as exc:
-        error(prog, describe_failure(exc, target))
-        return EXIT_RUNTIME
-
-
 # -- the turn ---------------------------------------------------------------------------------------
 
 
@@ -466,15 +277,13 @@ class SayOptions:
     """No progress messages."""
 
 
-def new_player() -> Player:
-    """A live audio player (``rxtts[play]``).
+SPEECH_CHARS_PER_SECOND = 15.0
+"""Rough speaking rate, for the expected audio length of the progress line only."""
 
-    Raises:
-        ImportError: sounddevice or PortAudio is missing (message has the install hint).
-    """
-    from rxtts.audio.playback import Player
 
-    return Player()
+def expected_audio_seconds(text: str) -> float:
+    """A rough estimate of the audio ``text`` makes (progress display only)."""
+    return max(len(" ".join(text.split())) / SPEECH_CHARS_PER_SECOND, 0.1)
 
 
 async def speak_measured(
@@ -488,22 +297,33 @@ async def speak_measured(
 ) -> tuple[list[TtsEvent], float, float]:
     """Stream ``tokens`` into one turn and collect its events.
 
-    Returns the events, the monotonic time of the first token and of the last one.
+    The progress line shows tokens sent and audio received against the expected length;
+    "first audio" is the TTFA of the summary (first audible sample, from the first
+    token). Returns the events, the monotonic time of the first token and of the last.
     """
+    from rxtts.operators.metrics import MetricsAccumulator
     from rxtts.operators.sinks import play
 
     loop = asyncio.get_running_loop()
     sent = 0
     first_at = last_at = time.monotonic()
     audio = 0.0
+    expected = expected_audio_seconds("".join(tokens))
+    ttfa = MetricsAccumulator()
+
+    def status() -> None:
+        share = min(audio / expected, 1.0)
+        bar = "#" * round(share * 20)
+        progress.status(f"[{bar:<20}] {audio:.1f}/~{expected:.0f} s audio, {sent}/{len(tokens)} tokens sent")
 
     def on_token(_: str) -> None:
         nonlocal sent, first_at, last_at
         last_at = time.monotonic()
         if sent == 0:
             first_at = last_at
+            ttfa.text_sent(first_at)
         sent += 1
-        progress.status(f"sent {sent}/{len(tokens)} tokens, {audio:.2f} s audio received")
+        status()
         if sent == len(tokens):
             progress.done()
             progress.info(
@@ -513,11 +333,13 @@ async def speak_measured(
     def on_turn_event(event: TtsEvent) -> None:
         nonlocal audio
         if isinstance(event, AudioChunk):
-            if audio == 0.0:
+            heard_before = ttfa.first_sound_at is not None
+            ttfa.on_event(event)
+            if not heard_before and ttfa.first_sound_at is not None:
                 progress.done()
-                progress.info(f"first audio after {event.at - first_at:.3f} s")
+                progress.info(f"first audio (TTFA) after {ttfa.first_sound_at - first_at:.3f} s")
             audio += event.duration
-            progress.status(f"sent {sent}/{len(tokens)} tokens, {audio:.2f} s audio received")
+            status()
         if on_event is not None:
             on_event(event)
 
@@ -562,20 +384,25 @@ def build_report(
         usage=closed.usage if closed is not None else None,
         output=options.output,
     )
-    if options.output:
+    if options.output and frames:
         write_output(options.output, to_numpy(events), report.sample_rate or 24000)
     return report
 
 
 async def say(options: SayOptions, progress: Progress, out: TextIO) -> int:
-    """The whole command: connect, speak, report. Returns the exit status."""
+    """The whole command: connect, speak, report. Returns the exit status.
+
+    Writing a file without ``--play`` asks the server for unpaced audio (engine speed);
+    Ctrl-C keeps the audio received so far in ``-o``.
+    """
     player = new_player() if options.play else None  # fail before starting anything
     tts, engine = await open_client(options.target, options.voice_id, progress)
+    received: list[TtsEvent] = []
     try:
         changes: dict[str, Any] = {"voice_id": options.voice_id, "preset": options.preset}
         if options.output_format is not None:
             changes["output_format"] = options.output_format
-        session = tts.streaming_session(**changes)
+        session = tts.streaming_session(paced=player is not None or not options.output, **changes)
         await connect_session(session, options.target, progress)
         tokens = split_tokens(options.text)
         progress.info(
@@ -583,24 +410,39 @@ async def say(options: SayOptions, progress: Progress, out: TextIO) -> int:
             f"(voice {options.voice_id}, preset {options.preset})"
         )
         events, t0, t_last = await speak_measured(
-            session, tokens, options.tokens_per_second, progress, player=player
+            session, tokens, options.tokens_per_second, progress, player=player, on_event=received.append
         )
         if player is not None:
             progress.info("playing the rest of the audio ...")
             await asyncio.get_running_loop().run_in_executor(None, player.wait, 60.0)
         report = build_report(options, events, t0, t_last, engine)
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task first
+        _keep_partial(options.output, received, progress)
+        raise
     finally:
         if player is not None:
             player.close()
         await tts.aclose()
     if report.frames == 0:
-        error(PROG, "the server sent no audio")
+        error(PROG, "the server sent no audio (is the text only punctuation?); nothing written")
         return EXIT_RUNTIME
     if options.as_json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False), file=out)
     else:
         print(format_summary(report), file=out)
     return EXIT_OK
+
+
+def _keep_partial(path: str | None, events: list[TtsEvent], progress: Progress) -> None:
+    """Write the audio received before an interrupt (if any) to ``path``."""
+    from rxtts.operators.sinks import to_numpy
+
+    frames = [e for e in events if isinstance(e, AudioChunk)]
+    if path is None or not frames:
+        return
+    write_output(path, to_numpy(events), frames[0].sample_rate)
+    progress.done()
+    progress.info(f"interrupted: kept the {sum(f.duration for f in frames):.2f} s received in {path}")
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -644,30 +486,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_text(arg: str | None, stdin: TextIO) -> str:
-    """The text to speak: the argument, or stdin for ``-`` or a piped stdin.
-
-    Raises:
-        UsageError: no text given, or it is blank.
-    """
-    if arg is None or arg == "-":
-        if arg is None and _isatty(stdin):
-            raise UsageError("no text: give TEXT, or pipe it in (echo hi | rxtts say -)")
-        text = stdin.read()
-    else:
-        text = arg
-    if not text.strip():
-        raise UsageError("nothing to say: the text is empty")
-    return text.strip()
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 def parse_options(argv: Sequence[str], stdin: TextIO) -> SayOptions:
     """Parse and validate the command line.
 
@@ -694,38 +512,6 @@ def parse_options(argv: Sequence[str], stdin: TextIO) -> SayOptions:
     )
 
 
-class CommandOptions(Protocol):
-    """What :func:`cli_main` needs of a command's parsed options."""
-
-    @property
-    def quiet(self) -> bool: ...
-
-    @property
-    def target(self) -> Target: ...
-
-
-OptionsT = TypeVar("OptionsT", bound=CommandOptions)
-
-
-def cli_main(
-    prog: str,
-    parse: Callable[[], OptionsT],
-    parser: Callable[[], argparse.ArgumentParser],
-    command: Callable[[OptionsT, Progress, TextIO], Coroutine[Any, Any, int]],
-) -> int:
-    """Parse, then run a command: usage errors exit 2, runtime failures 1 (one line each)."""
-    try:
-        options = parse()
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    except UsageError as exc:
-        parser().print_usage(sys.stderr)
-        error(prog, str(exc))
-        return EXIT_USAGE
-    progress = Progress(prog, enabled=not options.quiet)
-    return run_command(prog, command(options, progress, sys.stdout), options.target)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rxtts say``; returns the exit status."""
     args = sys.argv[1:] if argv is None else argv
@@ -734,29 +520,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 __all__ = [
     "ChunkRow",
-    "CommandError",
     "SayOptions",
     "SayReport",
-    "Target",
-    "UsageError",
-    "add_connection_arguments",
     "build_parser",
     "build_report",
-    "check_output_path",
     "chunk_timeline",
-    "connect_session",
-    "describe_failure",
     "format_summary",
     "format_timeline",
     "main",
-    "open_client",
     "parse_options",
-    "read_text",
-    "resolve_target",
-    "run_command",
     "say",
     "speak_measured",
-    "write_output",
 ]
 
 

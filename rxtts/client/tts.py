@@ -320,9 +320,15 @@ class TTS:
         """True when this client started its own embedded server."""
         return self.server is not None
 
-    def url_for(self, endpoint: Endpoint | str) -> str:
-        """The WebSocket URL of ``endpoint`` with auth (contains the key: do not log it)."""
-        return build_url(self.base_url, endpoint, self.api_key)
+    def url_for(self, endpoint: Endpoint | str, *, paced: bool = True) -> str:
+        """The WebSocket URL of ``endpoint`` with auth (contains the key: do not log it).
+
+        ``paced=False`` adds ``pace=off``: an rxtts server then sends audio at engine
+        speed instead of at most ``--max-lead-seconds`` ahead of real time (for clients
+        that write files, not play). Servers that do not know the parameter ignore it
+        (PROTOCOL G-1: unknown query parameters are ignored).
+        """
+        return build_url(self.base_url, endpoint, self.api_key, None if paced else {"pace": "off"})
 
     def config(self, config: StreamConfig | None = None, **changes: Any) -> StreamConfig:
         """``config`` (else the default) with ``changes``; ``preset=`` picks a chunking preset."""
@@ -349,11 +355,15 @@ class TTS:
         on_error: Callable[[Exception], None] | None = None,
         on_word_timestamps: Callable[[tuple[WordTimestamp, ...]], None] | None = None,
         on_metrics: Callable[[TurnMetrics], None] | None = None,
+        paced: bool = True,
         **config_changes: Any,
     ) -> StreamingSession:
         """A new streaming session (not yet connected: ``await session.connect()``, ``async
         with``, or just ``speak``). ``config_changes`` are :class:`StreamConfig` fields,
-        e.g. ``voice_id=1071, auto_mode=True``, or ``preset="low-latency"``."""
+        e.g. ``voice_id=1071, auto_mode=True``, or ``preset="low-latency"``.
+
+        ``paced=False``: the audio is for a file, not a speaker; an rxtts server sends
+        it at engine speed (see :meth:`url_for`)."""
         callbacks = SessionCallbacks(
             on_chunk=on_chunk,
             on_chunk_complete=on_chunk_complete,
@@ -365,7 +375,7 @@ class TTS:
             on_metrics=on_metrics,
         )
         session = StreamingSession(
-            self.url_for(Endpoint.STREAM),
+            self.url_for(Endpoint.STREAM, paced=paced),
             self.config(config, **config_changes),
             callbacks=callbacks,
             options=self.options,
