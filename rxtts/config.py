@@ -251,11 +251,19 @@ class StreamConfig:
     @classmethod
     def from_preset(cls, preset: ChunkingPreset | str, **kw: Any) -> StreamConfig:
         """A config using a chunking preset (object or CLI name)."""
-        p = PRESETS[preset] if isinstance(preset, str) else preset
+        p = resolve_preset(preset)
         return cls(chunk_length_schedule=p.chunk_length_schedule, auto_mode=p.auto_mode, **kw)
 
     def replace(self, **changes: Any) -> StreamConfig:
-        """A validated copy with ``changes`` applied; unknown names raise ``ValueError``."""
+        """A validated copy with ``changes`` applied; unknown names raise ``ValueError``.
+
+        ``preset=`` (a :class:`ChunkingPreset` or its name) sets ``chunk_length_schedule``
+        and ``auto_mode`` from that preset.
+        """
+        preset = changes.pop("preset", None)
+        if preset is not None:
+            p = resolve_preset(preset)
+            changes = {"chunk_length_schedule": p.chunk_length_schedule, "auto_mode": p.auto_mode, **changes}
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ValueError(f"unknown StreamConfig field(s): {', '.join(sorted(unknown))}")
@@ -339,6 +347,20 @@ class MultiContextConfig:
         return out
 
 
+def resolve_preset(preset: ChunkingPreset | str) -> ChunkingPreset:
+    """A preset object, or the preset of that name.
+
+    Raises:
+        ValueError: an unknown name; the message lists the presets.
+    """
+    if isinstance(preset, ChunkingPreset):
+        return preset
+    found = PRESETS.get(preset) if isinstance(preset, str) else None
+    if found is None:
+        raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    return found
+
+
 __all__ = [
     "BALANCED",
     "DEFAULT_SCHEDULE",
@@ -351,4 +373,5 @@ __all__ = [
     "OutputFormat",
     "StreamConfig",
     "VoiceSettings",
+    "resolve_preset",
 ]

@@ -21,13 +21,18 @@ COMMANDS = {
 def _usage() -> str:
     lines = ["usage: rxtts <command> [options]", "", "commands:"]
     lines += [f"  {name:<7} {text}" for name, (_, text) in COMMANDS.items()]
-    lines += ["", "Run 'rxtts <command> --help' for the options of a command."]
+    lines += ["", "Run 'rxtts <command> --help' for the options of a command; 'rxtts --version'."]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-V", "--version"):
+        from rxtts import __version__
+
+        print(f"rxtts {__version__}")
+        return 0
     if not args or args[0] in ("-h", "--help"):
         print(_usage())
         return 0 if args else 2

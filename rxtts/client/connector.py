@@ -30,7 +30,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from rxtts.config import StreamConfig
 
 if TYPE_CHECKING:  # kept lazy: ``import rxtts`` imports this module eagerly
-    from rxtts.client.tts import TTS
+    from rxtts.client.session import StreamingSession
+    from rxtts.client.tokens import Tokens
+    from rxtts.client.tts import TTS, GeneratedAudio
+    from rxtts.events import TtsEvent
     from rxtts.transport import ReconnectPolicy, Transport, TransportOptions
 
 ENV_URL = "RXTTS_URL"
@@ -100,6 +103,7 @@ class Connector:
         self._reconnect = reconnect
         self._server_options = dict(server_options)
         self._tts: TTS | None = None
+        self._sync: SyncClient | None = None
 
     async def open(self) -> TTS:
         """Start the embedded server if needed and build the :class:`TTS` client."""
@@ -142,6 +146,21 @@ class Connector:
                     f"embedded local server is needed, but {exc}"
                 ) from exc
         return start_background_server(engine, "127.0.0.1", 0, **self._server_options)
+
+    def __enter__(self) -> SyncClient:
+        """``with rxtts.connect() as tts:`` in synchronous code: a :class:`SyncClient`."""
+        self._sync = start_sync(self)
+        return self._sync
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        sync, self._sync = self._sync, None
+        if sync is not None:
+            sync.close()
 
     def __await__(self) -> Generator[Any, None, TTS]:
         return self.open().__await__()
@@ -209,8 +228,15 @@ def connect(
 class SyncClient:
     """A :class:`TTS` whose loop runs in a daemon thread, for code that is not async.
 
-    ``session.speak(tokens).run()`` and ``sync.run(tts.generate(text))`` block the
-    calling thread only; events are still delivered on the background loop thread.
+    Use it as a context manager; its methods block the calling thread only, events are
+    delivered on the background loop thread::
+
+        with rxtts.connect_sync() as tts:           # or: with rxtts.connect() as tts
+            tts.generate("Hello from rxtts.").to_wav("hello.wav")
+            events = tts.speak(["Hel", "lo ", "there."], voice_id=1071)
+
+    ``session.speak(tokens).run()`` works too for a session made with
+    :meth:`streaming_session`.
     """
 
     tts: TTS
@@ -231,6 +257,36 @@ class SyncClient:
 
         return asyncio.run_coroutine_threadsafe(wrap(), self.loop).result(timeout)
 
+    def generate(self, text: str, timeout: float | None = None, **config: Any) -> GeneratedAudio:
+        """:meth:`TTS.generate`, blocking: the whole audio of ``text``."""
+        audio: GeneratedAudio = self.run(self.tts.generate(text, **config), timeout)
+        return audio
+
+    def speak(self, tokens: Tokens, timeout: float | None = None, **config: Any) -> list[TtsEvent]:
+        """One streamed turn on a fresh streaming session; returns its events.
+
+        ``config`` are :class:`~rxtts.config.StreamConfig` fields (``voice_id=``,
+        ``preset=`` ...).
+        """
+
+        async def turn() -> list[TtsEvent]:
+            from reactivex import operators as ops
+
+            session = self.tts.streaming_session(**config)
+            try:
+                events: list[TtsEvent] = await session.speak(tokens).pipe(ops.to_list())
+                return events
+            finally:
+                await session.close()
+
+        result: list[TtsEvent] = self.run(turn(), timeout)
+        return result
+
+    def streaming_session(self, **kwargs: Any) -> StreamingSession:
+        """:meth:`TTS.streaming_session` on the background loop."""
+        session: StreamingSession = self.run(_call(self.tts.streaming_session, **kwargs))
+        return session
+
     def close(self) -> None:
         """Close the client, stop the loop and join its thread."""
         try:
@@ -239,13 +295,28 @@ class SyncClient:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
 
+    def __enter__(self) -> SyncClient:
+        return self
 
-def connect_sync(url: str | None = None, api_key: str | None = None, **kwargs: Any) -> SyncClient:
-    """:func:`connect` for synchronous code: the client runs on a private loop thread."""
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+async def _call(fn: Any, **kwargs: Any) -> Any:
+    return fn(**kwargs)
+
+
+def start_sync(connector: Connector) -> SyncClient:
+    """Open ``connector`` on a private loop thread (see :class:`SyncClient`)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="rxtts-client-loop", daemon=True)
     thread.start()
-    future = asyncio.run_coroutine_threadsafe(connect(url, api_key, **kwargs).open(), loop)
+    future = asyncio.run_coroutine_threadsafe(connector.open(), loop)
     try:
         tts = future.result()
     except BaseException:
@@ -253,6 +324,14 @@ def connect_sync(url: str | None = None, api_key: str | None = None, **kwargs: A
         thread.join(10)
         raise
     return SyncClient(tts, thread)
+
+
+def connect_sync(url: str | None = None, api_key: str | None = None, **kwargs: Any) -> SyncClient:
+    """:func:`connect` for synchronous code: the client runs on a private loop thread.
+
+    ``with rxtts.connect_sync() as tts:`` closes it at the end of the block.
+    """
+    return start_sync(connect(url, api_key, **kwargs))
 
 
 __all__ = [
@@ -265,4 +344,5 @@ __all__ = [
     "connect",
     "connect_sync",
     "resolve",
+    "start_sync",
 ]

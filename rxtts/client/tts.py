@@ -28,7 +28,7 @@ from rxtts.client.callbacks import SessionCallbacks
 from rxtts.client.connection import Link, Loss, deliver, finish
 from rxtts.client.session import StreamingSession
 from rxtts.config import StreamConfig
-from rxtts.errors import RxTtsError
+from rxtts.errors import MissingVoiceError, RxTtsError
 from rxtts.events import (
     AudioChunk,
     Final,
@@ -221,6 +221,15 @@ class TtsPool:
         req.abandoned = True  # /ws/tts has no cancel: its frames are dropped until final
 
     def _fail(self, req: _Request, err: Exception) -> None:
+        if isinstance(err, MissingVoiceError) and req.config.voice_id is None:
+            err = MissingVoiceError(
+                f"{err.message}: no voice_id was given; pass voice_id= to rxtts.connect(), "
+                "tts.generate() or tts.stream() (an rxtts server speaks 1071, 1072 and 1073; "
+                "GET /v1/voices lists the voices of any server)",
+                status=err.status,
+                error_code=err.error_code,
+                request_id=err.request_id,
+            )
         if not req.abandoned:
             req.abandoned = True
             finish(req.observer, err, "tts.stream()")
@@ -333,14 +342,6 @@ class TTS:
     def config(self, config: StreamConfig | None = None, **changes: Any) -> StreamConfig:
         """``config`` (else the default) with ``changes``; ``preset=`` picks a chunking preset."""
         base = config or self.default_config
-        preset = changes.pop("preset", None)
-        if preset is not None:
-            tmp = StreamConfig.from_preset(preset)
-            changes = {
-                "chunk_length_schedule": tmp.chunk_length_schedule,
-                "auto_mode": tmp.auto_mode,
-                **changes,
-            }
         return base.replace(**changes) if changes else base
 
     def streaming_session(
