@@ -175,3 +175,27 @@ def test_segmenter_structure(results: tuple[Path, dict[str, Any], int]) -> None:
     for acc in r["accuracy"].values():
         assert 0 <= acc["exact_match"] <= 1 and 0 <= acc["f1"] <= 1
     assert r["timing"]["tokens"] > 0 and r["timing"]["median_us_per_token"] > 0
+
+
+def test_a_benchmark_whose_peer_is_missing_is_skipped_with_the_install_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16.4: after the README's first install (no [dev]) `rxtts bench` reports
+    what is missing instead of a traceback or an empty column."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def without_sdk(name: str, *args: Any) -> Any:
+        return None if name in ("kugelaudio", "pysbd") else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_sdk)
+    code = cli.main(["client", "--engine", "tone", "--quick", "--out", str(tmp_path)])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "client skipped: needs kugelaudio (pip install 'rxtts[bench]')" in err
+    assert "Traceback" not in err
+    combined = json.loads((tmp_path / "results.json").read_text())
+    assert combined["benchmarks"]["client"]["skipped"].startswith("needs kugelaudio")
+    assert cli.missing_peers("segmenter", "tone") == ["pysbd (pip install 'rxtts[bench]')"]
+    assert cli.missing_peers("normalize", "tone") == []

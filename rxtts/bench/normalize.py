@@ -166,21 +166,23 @@ def run(n_chunks: int = 2000, espeak: bool = True) -> dict[str, Any]:
     return result
 
 
-def _print(result: dict[str, Any]) -> None:
-    print(result["machine"])
+def format_result(result: dict[str, Any]) -> str:
+    """The timing lines and the espeak-ng before/after comparison, as text."""
+    lines = [result["machine"]]
     for name in ("warm", "cold", "plain"):
         t = result[name]
         what = "plain prose" if name == "plain" else f"corpus, {name} cache"
-        print(
+        lines.append(
             f"normalize_text, {what}: {t['chunks']} chunks of {t['mean_chars']:.0f} chars on average:"
             f" p50 {t['p50_us']:.1f} µs, p99 {t['p99_us']:.1f} µs, mean {t['mean_us']:.1f} µs,"
             f" {t['ns_per_char']:.0f} ns/char"
         )
     for row in result.get("espeak", []):
-        print(f"\n[{row['category']}] {row['raw']!r} -> {row['normalized']!r}")
-        print(f"  espeak raw ({row['raw_sentences']} sentence(s)): {row['raw_phonemes']}")
-        print(f"  espeak normalised ({row['normalized_sentences']}): {row['normalized_phonemes']}")
+        lines.append(f"\n[{row['category']}] {row['raw']!r} -> {row['normalized']!r}")
+        lines.append(f"  espeak raw ({row['raw_sentences']} sentence(s)): {row['raw_phonemes']}")
+        lines.append(f"  espeak normalised ({row['normalized_sentences']}): {row['normalized_phonemes']}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    _print(run(espeak="--no-espeak" not in sys.argv[1:]))
+    print(format_result(run(espeak="--no-espeak" not in sys.argv[1:])))

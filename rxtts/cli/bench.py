@@ -2,8 +2,8 @@
 
 ::
 
-    rxtts bench [all|ttfa|client|bargein|scale|segmenter] [--quick] [--out DIR]
-                [--engine piper|tone]
+    rxtts bench [all|ttfa|client|bargein|scale|segmenter|engine|normalize] [--quick]
+                [--out DIR] [--engine piper|tone]
 
 Benchmarks (each module's docstring describes its method):
 
@@ -11,7 +11,13 @@ Benchmarks (each module's docstring describes its method):
 - ``client`` (:mod:`rxtts.bench.client_overhead`): rxtts vs the kugelaudio 2.7.0 SDK;
 - ``bargein`` (:mod:`rxtts.bench.bargein`): cancel -> ``interrupted`` ack / last audio;
 - ``scale`` (:mod:`rxtts.bench.scale`): concurrent real-time sessions and connections;
-- ``segmenter`` (:mod:`rxtts.bench.segmenter`): accuracy and per-token cost vs pysbd.
+- ``segmenter`` (:mod:`rxtts.bench.segmenter`): accuracy and per-token cost vs pysbd;
+- ``engine`` (:mod:`rxtts.bench.engine`): Piper streaming decode vs whole-sentence decode;
+- ``normalize`` (:mod:`rxtts.bench.normalize`): text normalisation cost per chunk.
+
+A benchmark whose peer is not installed (the official SDK, pysbd, psutil: the ``bench``
+extra, included in ``dev``; Piper for ``engine``) is reported as skipped with the
+install hint, and the others still run.
 
 Tables go to stdout, progress to stderr. ``--out`` (default ``bench-results``) receives
 ``<name>.json`` per benchmark and ``results.json``: the machine (CPU model, cores, RAM,
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import io
 import json
 import sys
@@ -46,9 +53,31 @@ BENCHMARKS: dict[str, str] = {
     "bargein": "rxtts.bench.bargein",
     "scale": "rxtts.bench.scale",
     "segmenter": "rxtts.bench.segmenter",
+    "engine": "rxtts.bench.engine",
+    "normalize": "rxtts.bench.normalize",
 }
 """Benchmark name -> module; each has ``run(out_json, ...) -> dict``."""
 DEFAULT_OUT = "bench-results"
+BENCH_HINT = "pip install 'rxtts[bench]'"
+PEERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "client": (("kugelaudio", BENCH_HINT),),
+    "scale": (("psutil", BENCH_HINT),),
+    "segmenter": (("pysbd", BENCH_HINT),),
+    "engine": (("piper", "pip install 'rxtts[piper]'"), ("streaming_vits", "pip install 'rxtts[piper]'")),
+}
+"""Benchmark -> the modules it compares against or measures with, and how to get them."""
+
+
+def missing_peers(name: str, engine: str) -> list[str]:
+    """Install hints for the peers of ``name`` that are not importable here."""
+    peers = list(PEERS.get(name, ()))
+    if engine == "piper" and name in ("ttfa", "client", "bargein", "scale"):
+        peers.append(("piper", "pip install 'rxtts[piper]'"))
+    hints = []
+    for module, hint in peers:
+        if importlib.util.find_spec(module) is None:
+            hints.append(f"{module} ({hint})")
+    return hints
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,11 +102,23 @@ def _run_one(name: str, out_dir: Path, engine: str, quick: bool) -> tuple[dict[s
     """Run one benchmark; returns its result and the table it printed."""
     module = importlib.import_module(BENCHMARKS[name])
     out_json = out_dir / f"{name}.json"
+    result: dict[str, Any]
+    if name in ("engine", "normalize"):
+        if name == "engine":
+            result = module.run(repeats=1, warmup=1) if quick else module.run()
+            table = module.format_results(result)
+        else:
+            espeak = importlib.util.find_spec("piper") is not None  # piper's phonemiser
+            result = module.run(n_chunks=200 if quick else 2000, espeak=espeak)
+            table = module.format_result(result)
+        out_json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(table, flush=True)
+        return result, table
     if name == "segmenter":
         # Written by the operators team: run(out_json) prints its own table.
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):
-            result: dict[str, Any] = module.run(out_json)
+            result = module.run(out_json)
         table = buffer.getvalue().rstrip("\n")
         print(table, flush=True)
         return result, table
@@ -88,16 +129,6 @@ def _run_one(name: str, out_dir: Path, engine: str, quick: bool) -> tuple[dict[s
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rxtts bench``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if args.engine == "piper":
-        from rxtts.server.engines.piper import piper_available
-
-        if not piper_available():
-            print(
-                "rxtts bench: the piper engine is not installed (pip install 'rxtts[piper]'); "
-                "use --engine tone for a smoke run",
-                file=sys.stderr,
-            )
-            return 2
     names = list(BENCHMARKS) if args.which == "all" else [args.which]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"== {name} ==")
         entry: dict[str, Any] = {"load_average_before": load_average()}
         started = time.monotonic()
+        missing = missing_peers(name, args.engine)
+        if missing:
+            entry["skipped"] = f"needs {', '.join(missing)}"
+            print(f"rxtts bench: {name} skipped: {entry['skipped']}", file=sys.stderr)
+            combined["benchmarks"][name] = entry
+            continue
         try:
             result, table = _run_one(name, out_dir, args.engine, args.quick)
             entry.update(result=result, table=table)
