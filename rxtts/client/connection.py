@@ -267,6 +267,35 @@ class Link:
         return Loss(info, err, local, restart)
 
 
+class LinkedSession:
+    """What every session kind exposes about its :class:`Link` (a base class)."""
+
+    _link: Link
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop that owns the socket and delivers events."""
+        return self._link.loop
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL (with the API key: do not log it)."""
+        return self._link.url
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the socket is open."""
+        return self._link.is_connected
+
+    @property
+    def last_close(self) -> CloseInfo | None:
+        """How the previous socket of this session ended, if one did."""
+        return self._link.last_close
+
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        self._link.on_loop(fn, *args)
+
+
 # -- the subscriber policy ----------------------------------------------------------------
 
 
@@ -337,4 +366,4 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()  # reported to the owner; keep asyncio quiet
 
 
-__all__ = ["Link", "LinkOwner", "Loss", "deliver", "finish", "isolated"]
+__all__ = ["Link", "LinkOwner", "LinkedSession", "Loss", "deliver", "finish", "isolated"]

@@ -55,7 +55,7 @@ from reactivex.scheduler.eventloop import AsyncIOThreadSafeScheduler
 from reactivex.subject import Subject
 
 from rxtts.client.callbacks import MultiCallbackObserver, MultiContextCallbacks, session_stats
-from rxtts.client.connection import Link, Loss
+from rxtts.client.connection import Link, LinkedSession, Loss, isolated
 from rxtts.client.multi_speak import ENDS_CONTEXT, ContextSpeech, KeyedSpeech, KeyedText, fails_every_context
 from rxtts.client.tokens import Tokens, as_token_observable
 from rxtts.config import MultiContextConfig, VoiceSettings
@@ -76,7 +76,7 @@ from rxtts.operators.keep_alive import keep_alive as keep_alive_operator
 from rxtts.protocol.client import Output
 from rxtts.protocol.frames import ClientFrame, Endpoint, ServerFrame
 from rxtts.protocol.multi_client import ContextState, MultiClient
-from rxtts.transport import CloseInfo, ReconnectPolicy, Transport, TransportOptions, build_url
+from rxtts.transport import ReconnectPolicy, Transport, TransportOptions, build_url
 
 if TYPE_CHECKING:
     from rxtts.client.session import Tokens
@@ -113,7 +113,7 @@ def _as_event(out: Output) -> TtsEvent:
 # -- the session --------------------------------------------------------------------------
 
 
-class MultiContextSession:
+class MultiContextSession(LinkedSession):
     """A multi-context TTS session on ``/ws/tts/multi`` (see the module docstring).
 
     Create it with ``tts.multi_context_session(default_voice_id=1071, language="en")``
@@ -213,27 +213,12 @@ class MultiContextSession:
         ``events.pipe(ops.group_by(lambda e: e.context_id))`` gives one group per context
         (key ``None``: session events such as ``SessionClosed`` and session-wide errors).
         """
-        return self._subject
+        return isolated(self._subject, "events")
 
     @property
     def config(self) -> MultiContextConfig:
         """The session config (sent on the first creating frame, PROTOCOL 6.3)."""
         return self._client.config
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The loop that owns the socket and delivers events."""
-        return self._loop
-
-    @property
-    def url(self) -> str:
-        """The WebSocket URL (with the API key: do not log it)."""
-        return self._url
-
-    @property
-    def is_connected(self) -> bool:
-        """Whether the socket is open."""
-        return self._link.is_connected
 
     @property
     def session_id(self) -> str | None:
@@ -257,11 +242,6 @@ class MultiContextSession:
         """Usage of every context closed so far, by id (seed ``contextUsage``)."""
         with self._lock:
             return dict(self._client.usage)
-
-    @property
-    def last_close(self) -> CloseInfo | None:
-        """How the previous socket of this session ended, if one did."""
-        return self._link.last_close
 
     def usage_for(self, context_id: str) -> SessionUsage | None:
         """Usage (audio seconds + amount charged) of a closed context; ``None`` until then."""
@@ -616,9 +596,6 @@ class MultiContextSession:
             return asyncio.get_running_loop() is self._loop
         except RuntimeError:
             return False
-
-    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        self._link.on_loop(fn, *args)
 
     def _set_callbacks(self, callbacks: MultiContextCallbacks) -> None:
         if self._callbacks_sub is not None:

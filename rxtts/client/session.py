@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -39,7 +39,7 @@ from reactivex.disposable import Disposable
 from reactivex.subject import Subject
 
 from rxtts.client.callbacks import SessionCallbacks, StreamCallbackObserver
-from rxtts.client.connection import Link, Loss, isolated
+from rxtts.client.connection import Link, LinkedSession, Loss, isolated
 from rxtts.client.speak_turns import SpeakTurns, _Phase, _Record, _SpeakTurn
 from rxtts.client.tokens import Tokens, as_token_observable
 from rxtts.config import StreamConfig
@@ -60,7 +60,7 @@ from rxtts.events import (
 )
 from rxtts.protocol.client import StreamClient
 from rxtts.protocol.frames import ClientFrame, ServerFrame
-from rxtts.transport import CloseInfo, ReconnectPolicy, Transport, TransportOptions
+from rxtts.transport import ReconnectPolicy, Transport, TransportOptions
 
 log = logging.getLogger("rxtts.client.session")
 
@@ -71,7 +71,7 @@ DEFAULT_END_TIMEOUT = 15.0
 """``end_session``/``update_settings`` give up after this many quiet seconds (JS)."""
 
 
-class StreamingSession(SpeakTurns):
+class StreamingSession(LinkedSession, SpeakTurns):
     """A streaming TTS session on ``/ws/tts/stream`` (see the module docstring).
 
     Create it with ``tts.streaming_session(...)`` (or directly with the full stream URL)
@@ -139,24 +139,9 @@ class StreamingSession(SpeakTurns):
         return isolated(self._subject, "events")
 
     @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The loop that owns the socket and delivers events."""
-        return self._loop
-
-    @property
-    def url(self) -> str:
-        """The WebSocket URL (with the API key: do not log it)."""
-        return self._url
-
-    @property
     def config(self) -> StreamConfig:
         """The config of the next turn."""
         return self._client.config
-
-    @property
-    def is_connected(self) -> bool:
-        """Whether the socket is open."""
-        return self._link.is_connected
 
     @property
     def last_usage(self) -> SessionUsage | None:
@@ -167,11 +152,6 @@ class StreamingSession(SpeakTurns):
     def last_metrics(self) -> TurnMetrics | None:
         """Client-side metrics of the most recently closed turn."""
         return self._last_metrics
-
-    @property
-    def last_close(self) -> CloseInfo | None:
-        """How the previous socket of this session ended, if one did."""
-        return self._link.last_close
 
     @property
     def busy(self) -> bool:
@@ -313,9 +293,6 @@ class StreamingSession(SpeakTurns):
         await self.close()
 
     # -- the link (rxtts.client.connection) ----------------------------------------------
-
-    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        self._link.on_loop(fn, *args)
 
     def _ensure_link(self) -> None:
         self._link.ensure_connecting()
