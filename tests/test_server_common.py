@@ -363,7 +363,7 @@ def test_cli_serve_prints_url_serves_and_exits_cleanly_on_sigterm(wire):
 
         frames, code = wire.run(main())
         assert frames[-1]["usage"]["cost_cents"] == 0.0
-        assert code == 1001
+        assert code == 1012  # G-11: a drain closes with 1012, never 1001
         assert proc.wait(10) == 0
     finally:
         if proc.poll() is None:

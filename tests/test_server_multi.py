@@ -116,7 +116,7 @@ def test_M4_blank_text_makes_no_audio_and_empty_text_keeps_context_alive(server_
 
 
 def test_M5_every_context_frame_tagged_and_contexts_interleave(server_factory, wire):
-    server = server_factory(ToneEngine(delay_per_block_s=0.01), workers=2)
+    server = server_factory(ToneEngine(delay_per_block_s=0.01), engine_threads=2)
     text = "Both contexts speak this rather long sentence at the same time, interleaved. " * 2
 
     async def main():

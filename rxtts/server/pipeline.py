@@ -32,12 +32,12 @@ from reactivex.disposable import SerialDisposable
 from reactivex.subject import Subject
 
 from rxtts.config import DEFAULT_SCHEDULE, OutputFormat
+from rxtts.engine import Engine, SynthesisSettings, VoiceInfo
 from rxtts.events import WordTimestamp
 from rxtts.operators import FLUSH, TextItem, chunk_schedule, sentences
 from rxtts.operators.encode_audio import EncodeEvent, encode_audio
 from rxtts.operators.synthesize import ChunkDone, ChunkStarted, synthesize
 from rxtts.protocol.frames import WireConfig
-from rxtts.server.engines.base import Engine, SynthesisSettings, VoiceInfo
 
 __all__ = [
     "DEFAULT_MAX_BUFFER_LENGTH",
@@ -99,6 +99,9 @@ class PipelineSpec:
     gate: Callable[[], bool] | None = None
     """Output backpressure: while it returns False no new engine job starts (the
     connection's send queue is full); ``None`` = never hold."""
+    idle: Observable[bool] | None = None
+    """S-8a: True while the pipeline has nothing to make or send; the
+    ``flush_timeout_ms`` release counts only while the latest value is True."""
 
     @property
     def output_format(self) -> OutputFormat:
