@@ -73,6 +73,17 @@ class ChunkingPreset:
     auto_mode: bool
     """Emit chunk 0 at the first sentence boundary, whatever its length."""
 
+    @property
+    def first_chunk(self) -> str:
+        """How the server cuts chunk 0: ``"phrase"`` with ``auto_mode``, else ``"sentence"``.
+
+        Derived, not a field, because the wire carries only ``auto_mode``
+        (PROTOCOL 7): ``chunk_schedule(segment=True, auto_mode=True)`` cuts chunk 0
+        at the first clause/phrase boundary after a few words (LOW_LATENCY), before
+        its sentence ends; see :func:`rxtts.operators.chunk_schedule`.
+        """
+        return "phrase" if self.auto_mode else "sentence"
+
 
 LOW_LATENCY = ChunkingPreset("low-latency", (50, 100, 150, 250), auto_mode=True)
 BALANCED = ChunkingPreset("balanced", (80, 150, 250), auto_mode=False)

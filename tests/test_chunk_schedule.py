@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 import threading
 import time
 from typing import Any
@@ -14,8 +15,10 @@ from hypothesis import strategies as st
 from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest, TestScheduler
 
+from rxtts.config import BALANCED, LOW_LATENCY
 from rxtts.operators import (
     FLUSH,
+    FUNCTION_WORDS,
     ChunkScheduler,
     Flush,
     TextItem,
@@ -387,3 +390,355 @@ def test_property_pipeline_lossless_for_any_tokenisation(
     for got, given_ in zip(split_turns(out), split_turns(tokens), strict=True):
         assert squash("".join(got)) == squash("".join(given_))
         assert all(chunk.strip() for chunk in got)
+
+
+# --- idle release: whole words, measured from output idle (PROTOCOL S-8a) ------------
+
+
+def run_idle_marble(
+    events: list[tuple[float, TextItem]],
+    idle_events: list[tuple[float, bool]] | None = None,
+    end: float = 1000,
+    **kw: Any,
+) -> list[Any]:
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(*[on_next(t, v) for t, v in events], on_completed(end))
+    idle = None
+    if idle_events is not None:
+        idle = scheduler.create_hot_observable(*[on_next(t, v) for t, v in idle_events])
+    return scheduler.start(lambda: xs.pipe(chunk_schedule(idle=idle, **kw))).messages
+
+
+def test_pure_timeout_keeps_the_partial_word() -> None:
+    c = ChunkScheduler((100,), segment=True)
+    assert c.push("Hello there. How are yo") == []
+    assert c.timeout() == ["Hello there. How are"]
+    assert c.pending == "yo"
+    assert c.timeout() == []  # only a partial word: it waits
+    assert c.push("u doing") == []
+    assert c.timeout() == ["you"]  # "doing" may go on
+    assert c.push("?") == []
+    assert c.timeout() == ["doing?"]  # punctuation after a letter completes the word
+    assert c.flush() == []
+
+
+def test_pure_timeout_never_splits_an_open_tag_or_inline_code() -> None:
+    c = ChunkScheduler((100,), segment=True)
+    c.push('Wait <break time="1')
+    assert c.timeout() == ["Wait"]
+    c.push('s"/> now `x = ')
+    assert c.timeout() == ['<break time="1s"/> now']
+    assert c.flush() == ["`x ="]
+
+
+def test_pure_segment_mode_matches_sentences_then_chunk_schedule() -> None:
+    tokens = ["Dr", ". Smith is ", "in. He", " will call.", " Bye"]
+    c = ChunkScheduler((10, 100), auto_mode=True, segment=True, first_chunk="sentence")
+    out = [chunk for t in tokens for chunk in c.push(t)] + c.flush()
+    assert out == ["Dr. Smith is in.", "He will call. Bye"]
+
+
+def test_phrase_first_chunk_needs_segment() -> None:
+    with pytest.raises(ValueError, match="first_chunk"):
+        chunk_schedule(first_chunk="phrase")
+    with pytest.raises(ValueError, match="first_chunk"):
+        chunk_schedule(first_chunk="clause", segment=True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_words"):
+        chunk_schedule(segment=True, min_words=5, max_words=4)
+    with pytest.raises(ValueError, match="min_words"):
+        chunk_schedule(segment=True, min_words=0)
+
+
+def test_marble_idle_timer_counts_from_the_last_text_when_already_idle() -> None:
+    messages = run_idle_marble(
+        [(210, "Hel"), (220, "lo wor"), (260, "ld and"), (300, FLUSH)],
+        [(205, True)],
+        schedule=(100,),
+        segment=True,
+        flush_timeout_ms=30_000,
+    )
+    assert messages == [
+        on_next(250, "Hello"),  # 30 after the last text (220); "wor" is kept
+        on_next(290, "world"),  # 30 after 260; "and" is kept
+        on_next(300, "and"),
+        on_next(300, FLUSH),
+        on_completed(1000),
+    ]
+
+
+def test_marble_idle_timer_is_held_while_busy_and_starts_when_idle() -> None:
+    messages = run_idle_marble(
+        [(210, "Hello there "), (220, "friend ")],
+        [(201, True), (215, False), (300, True), (305, False), (310, True)],
+        schedule=(100,),
+        segment=True,
+        flush_timeout_ms=30_000,
+    )
+    assert messages == [
+        # Busy from 215 to 300: no release at 250; idle at 300 restarts, busy at 305
+        # cancels, idle at 310 counts again: released at 340.
+        on_next(340, "Hello there friend"),
+        on_completed(1000),
+    ]
+
+
+def test_marble_idle_timer_holds_a_lone_partial_word() -> None:
+    messages = run_idle_marble(
+        [(210, "Supercalifragi"), (400, "listic "), (500, FLUSH)],
+        [(201, True)],
+        schedule=(100,),
+        segment=True,
+        flush_timeout_ms=10_000,
+    )
+    assert messages == [
+        on_next(410, "Supercalifragilistic"),  # nothing at 220: one partial word waits
+        on_next(500, FLUSH),
+        on_completed(1000),
+    ]
+
+
+def test_marble_flush_after_a_timeout_release() -> None:
+    messages = run_idle_marble(
+        [(210, "One. Two thr"), (300, "ee"), (310, FLUSH), (320, "Next.")],
+        [(201, False), (250, True)],
+        schedule=(100,),
+        segment=True,
+        flush_timeout_ms=20_000,
+    )
+    assert messages == [
+        on_next(270, "One. Two"),  # 20 after idle turned True at 250
+        on_next(310, "three"),  # FLUSH releases the kept word, then itself
+        on_next(310, FLUSH),
+        on_next(340, "Next."),  # new turn, idle: "Next." ends in punctuation, so it is whole
+        on_completed(1000),
+    ]
+
+
+def test_marble_idle_without_a_timeout_changes_nothing() -> None:
+    messages = run_idle_marble(
+        [(210, "Hi. Some"), (220, FLUSH)], [(201, False)], schedule=(100,), segment=True
+    )
+    assert messages == [on_next(220, "Hi. Some"), on_next(220, FLUSH), on_completed(1000)]
+
+
+def test_marble_idle_error_is_forwarded() -> None:
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(on_next(210, "Hi"), on_completed(400))
+    boom = RuntimeError("idle failed")
+    idle = scheduler.create_hot_observable(on_error(220, boom))
+    op = chunk_schedule((100,), flush_timeout_ms=10_000, idle=idle, segment=True)
+    assert scheduler.start(lambda: xs.pipe(op)).messages == [on_error(220, boom)]
+
+
+WORDY = st.sampled_from(
+    ["alpha", "be", "gamma.", "Delta,", "eps;", "Zeta!", "eta?", "(theta)", "iota —", "k"]
+)
+
+
+@st.composite
+def timed_tokens(draw: st.DrawFn) -> list[str | None]:
+    """Tokens split anywhere, with ``None`` = an idle timeout and FLUSH sprinkled in."""
+    text = " ".join(draw(st.lists(WORDY, min_size=1, max_size=30)))
+    cuts = sorted(draw(st.sets(st.integers(0, len(text)), max_size=len(text))))
+    items: list[str | None] = []
+    for a, b in itertools.pairwise([0, *cuts, len(text)]):
+        items.append(text[a:b])
+        if draw(st.booleans()):
+            items.append(None)
+    return items
+
+
+@settings(max_examples=300, deadline=None)
+@given(timed_tokens(), SCHEDULES, st.booleans(), st.booleans())
+def test_property_idle_release_is_lossless_and_never_cuts_a_word(
+    items: list[str | None], schedule: list[int], auto_mode: bool, phrase: bool
+) -> None:
+    c = ChunkScheduler(schedule, auto_mode, segment=True, first_chunk="phrase" if phrase else "sentence")
+    fed = ""
+    out: list[str] = []
+    for item in items:
+        if item is None:
+            released = c.timeout()
+            out += released
+            done = squash("".join(out))
+            assert squash(fed).startswith(done)
+            if released:
+                # The last released character ends a word of the input: whitespace follows
+                # it, or it is punctuation after a letter at the end of the text so far.
+                rest = fed[[i for i, ch in enumerate(fed) if not ch.isspace()][len(done) - 1] + 1 :]
+                assert rest[:1].isspace() or (not rest and not fed.rstrip()[-1].isalnum())
+        else:
+            fed += item
+            out += c.push(item)
+        assert all(chunk and chunk == chunk.strip() for chunk in out)
+    out += c.flush()
+    assert squash("".join(out)) == squash(fed)
+
+
+# --- phrase-aware first chunk (issue 12) -----------------------------------------------
+
+# Realistic first sentences of LLM answers (60-150 characters each).
+FIRST_SENTENCES = [
+    "Sure, I can help you plan the trip to Lisbon, and the good news is that late October "
+    "is one of the nicest times to visit.",
+    "Good question, and the short answer is that it depends on your budget and how much time you have.",
+    "To reset your password, open the settings page and click the link that says forgot "
+    "password at the bottom.",
+    "Absolutely, here is a quick overview of the three main options you have for getting "
+    "from the airport to the city.",
+    "The main difference between a Roth IRA and a traditional IRA is when you pay taxes on "
+    "the money you put in.",
+    "I'm sorry to hear that your order arrived damaged; I can arrange a replacement or a "
+    "full refund, whichever you prefer.",
+    "Based on the numbers you shared, your monthly payment would be around four hundred "
+    "dollars over five years.",
+    "Photosynthesis is the process by which green plants use sunlight to turn water and "
+    "carbon dioxide into sugar.",
+    "Well, that really depends on what you mean by fast, because some of these models are "
+    "optimized for throughput.",
+    "Here's what I found: the restaurant opens at noon on weekdays, and it takes "
+    "reservations for groups of six or more.",
+    "Thanks for waiting — I checked the schedule and the next train to Porto leaves at a "
+    "quarter past three from platform four.",
+    "In short, yes: you can run the model on a laptop, but it will be slow unless you use a "
+    "smaller quantized version.",
+]
+CLAUSE_END = (",", ";", ":", "—", "–", "-")
+
+
+def stream_mid_word(text: str, seed: int) -> list[str]:
+    """Tokens of 1-5 characters, so most of them end inside a word."""
+    rng = random.Random(seed)
+    tokens, pos = [], 0
+    while pos < len(text):
+        n = rng.randint(1, 5)
+        tokens.append(text[pos : pos + n])
+        pos += n
+    return tokens
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("sentence", FIRST_SENTENCES, ids=[s[:24] for s in FIRST_SENTENCES])
+def test_phrase_first_chunk_leaves_early_at_a_phrase_boundary(sentence: str, seed: int) -> None:
+    assert 60 <= len(sentence) <= 150
+    text = sentence + " Then a second sentence follows here."
+    c = ChunkScheduler(LOW_LATENCY.chunk_length_schedule, LOW_LATENCY.auto_mode, segment=True)
+    assert c.phrase_first_chunk
+    out: list[str] = []
+    fed = 0
+    released_at = -1
+    for token in stream_mid_word(text, seed):
+        fed += len(token)
+        out += c.push(token)
+        if out and released_at < 0:
+            released_at = fed
+    out += c.flush()
+    first = out[0]
+    words = first.split()
+    assert released_at < len(sentence)  # before the first sentence ends
+    assert len(first) < len(sentence)
+    assert first[-1] in CLAUSE_END or len(words) <= 12  # a clause boundary or <= max_words
+    assert len(words) >= 4  # min_words
+    assert _clean_word(words[-1]) not in FUNCTION_WORDS  # never after a function word
+    assert text.startswith(first) and text[len(first)].isspace()  # never mid-word
+    assert squash("".join(out)) == squash(text)  # nothing lost or reordered
+
+
+def _clean_word(word: str) -> str:
+    return word.strip("\"'“”‘’«»()[]{}*_<>.,;:!?…—–-").lower()
+
+
+def test_phrase_first_chunk_example_of_issue_12() -> None:
+    c = ChunkScheduler(LOW_LATENCY.chunk_length_schedule, LOW_LATENCY.auto_mode, segment=True)
+    out: list[str] = []
+    for token in stream_mid_word(FIRST_SENTENCES[0] + " It is mild.", 3):
+        out += c.push(token)
+    out += c.flush()
+    assert out[0] == "Sure, I can help you plan the trip to Lisbon,"  # not "... one of the"
+    assert out[1].startswith("and the good news")
+
+
+def test_phrase_cut_by_max_words_prefers_a_boundary_before_a_phrase_opener() -> None:
+    c = ChunkScheduler((50, 100), auto_mode=True, segment=True, max_words=8)
+    text = "Photosynthesis is the process by which green plants use sunlight to grow "
+    assert c.push(text) == ["Photosynthesis is the process"]  # before "by which"
+    assert c.chunk_index == 1
+
+
+def test_phrase_cut_never_lands_after_function_words_even_past_max_words() -> None:
+    c = ChunkScheduler((50, 100), auto_mode=True, segment=True, min_words=2, max_words=3)
+    assert c.push("It is in the of a to ") == []  # nothing but function words after "It"
+    assert c.push("Lisbon ") == ["It is in the of a to Lisbon"]
+
+
+def test_short_first_sentence_still_goes_out_at_its_end() -> None:
+    c = ChunkScheduler(LOW_LATENCY.chunk_length_schedule, True, segment=True)
+    assert c.push("Great question! The") == ["Great question!"]
+
+
+def test_phrase_cut_skips_tags_and_inline_code() -> None:
+    c = ChunkScheduler((50, 100), auto_mode=True, segment=True, min_words=2, max_words=4)
+    assert c.push('Run <say-as interpret-as="x" format="y">the') == []
+    assert c.push(" tool</say-as> now, ") == ['Run <say-as interpret-as="x" format="y">the tool</say-as>']
+    code = ChunkScheduler((50, 100), auto_mode=True, segment=True, min_words=2, max_words=4)
+    assert code.push("Use `pip install, fast` now, ") == ["Use `pip install, fast`"]
+
+
+def test_first_chunk_sentence_keeps_the_old_auto_mode() -> None:
+    c = ChunkScheduler((50, 100), auto_mode=True, segment=True, first_chunk="sentence")
+    assert not c.phrase_first_chunk
+    assert c.push("Sure, I can help you plan the trip to Lisbon, and more ") == []
+
+
+def test_low_latency_preset_enables_the_phrase_policy_from_auto_mode() -> None:
+    assert LOW_LATENCY.first_chunk == "phrase"
+    assert BALANCED.first_chunk == "sentence"
+    balanced = ChunkScheduler(BALANCED.chunk_length_schedule, BALANCED.auto_mode, segment=True)
+    assert not balanced.phrase_first_chunk
+
+
+def test_marble_phrase_chunk_leaves_with_the_token_that_completes_the_clause() -> None:
+    messages = run_idle_marble(
+        [(210, "Sure, I can he"), (220, "lp you plan it,"), (230, " and the"), (240, " rest.")],
+        schedule=(50, 100),
+        auto_mode=True,
+        segment=True,
+    )
+    assert messages == [
+        on_next(230, "Sure, I can help you plan it,"),  # decided at the space after ","
+        on_next(1000, "and the rest."),
+        on_completed(1000),
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(FIRST_SENTENCES), st.integers(0, 10_000), SCHEDULES, st.booleans())
+def test_property_phrase_pipeline_is_lossless(
+    sentence: str, seed: int, schedule: list[int], flush: bool
+) -> None:
+    tokens: list[TextItem] = list(stream_mid_word(sentence + " And more. " + sentence, seed))
+    if flush:
+        tokens.insert(len(tokens) // 2, FLUSH)
+    out = through_rx(tokens, schedule=schedule, auto_mode=True, segment=True)
+    assert sum(map(is_flush, out)) == sum(map(is_flush, tokens))
+    for got, given_ in zip(split_turns(out), split_turns(tokens), strict=True):
+        assert squash("".join(got)) == squash("".join(given_))
+        assert all(chunk and chunk == chunk.strip() for chunk in got)
+
+
+def test_phrase_cut_never_splits_an_ssml_element() -> None:
+    c = ChunkScheduler((50, 100), auto_mode=True, segment=True, min_words=4, max_words=5)
+    # Words 4-7 are inside <spell>: the first cut after it (and not after a function word).
+    assert c.push("Your code is <spell>A B C, D E</spell> and ") == ["Your code is <spell>A B C, D E</spell>"]
+    b = ChunkScheduler((50, 100), auto_mode=True, segment=True, min_words=2, max_words=9)
+    # A self-closing <break/> opens no element: its clause boundary is fine.
+    assert b.push("Hold on <break time='1s'/> please, ") == ["Hold on <break time='1s'/> please,"]
+
+
+def test_word_cut_of_an_over_long_run_avoids_function_words() -> None:
+    c = ChunkScheduler((10,))
+    text = "aaaa bbbb cccc of the dddd eeee ffff"  # the last space <= 20 follows "of"
+    out = c.push(text) + c.flush()
+    assert out == ["aaaa bbbb cccc", "of the dddd eeee", "ffff"]
+    assert " ".join(out).split() == text.split()
+    assert all(_clean_word(chunk.split()[-1]) not in FUNCTION_WORDS for chunk in out[:-1]), out

@@ -356,3 +356,11 @@ def test_marble_error_after_pending_text() -> None:
     xs = scheduler.create_hot_observable(on_next(210, "One. Tw"), on_error(220, boom))
     messages = scheduler.start(lambda: xs.pipe(sentences())).messages
     assert messages == [on_next(210, "One."), on_error(220, boom)]
+
+
+def test_unclosed_angle_at_the_end_is_text_with_or_without_trailing_space() -> None:
+    # A stray "<x" (never closed) is plain text at the end of the turn; it used to be
+    # rescanned only when whitespace followed it, so "hello." ended a sentence or not.
+    for tail in ("", "  "):
+        seg = SentenceSegmenter()
+        assert seg.push("See <x hello. Smith" + tail) + seg.flush() == ["See <x hello.", "Smith"]

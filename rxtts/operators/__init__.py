@@ -7,7 +7,7 @@ encode_audio(...))``. Client side: ``turn_metrics()``, ``collect_audio()``,
 """
 
 from ._segmenter import SentenceSegmenter
-from .chunk_schedule import DEFAULT_SCHEDULE, ChunkScheduler, chunk_schedule
+from .chunk_schedule import DEFAULT_SCHEDULE, FUNCTION_WORDS, ChunkScheduler, FirstChunk, chunk_schedule
 from .encode_audio import EncodedAudio, EncodeEvent, encode_audio
 from .flush import FLUSH, Flush, TextItem, is_flush
 from .keep_alive import KEEP_ALIVE, KeepAlivePolicy, idle_ticks, keep_alive
@@ -20,6 +20,7 @@ from .synthesize import ChunkAudio, ChunkDone, ChunkStarted, FlushReached, Synth
 __all__ = [
     "DEFAULT_SCHEDULE",
     "FLUSH",
+    "FUNCTION_WORDS",
     "KEEP_ALIVE",
     "ChunkAudio",
     "ChunkDone",
@@ -27,6 +28,7 @@ __all__ = [
     "ChunkStarted",
     "EncodeEvent",
     "EncodedAudio",
+    "FirstChunk",
     "Flush",
     "FlushReached",
     "KeepAlivePolicy",

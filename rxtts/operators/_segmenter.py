@@ -33,7 +33,14 @@ of all pushed text with whitespace removed.
 
 The scan is incremental: the buffer holds only the current (undecided)
 segment, and a scan position means each character is examined O(1) times
-(a regular expression jumps between the few characters that matter).
+(a regular expression jumps between the few characters that matter). A
+decision that waits for more text resumes where it stopped instead of
+rescanning what it already saw: a terminator run and its closers, a run of
+backticks/tildes/spaces (``_run``), a run of newlines (resumed at its last
+newline); lookbacks are bounded (a word before a period: 32 characters, list
+marks and the gap before a ``:``: 64). So pushing a token costs O(its length)
+amortised, whatever came before (``tests/test_segmenter_cost.py``: a 100k run of
+``.``, digits, ``#``, spaces, backticks... then 1,500 one-character tokens).
 """
 
 from __future__ import annotations
@@ -62,6 +69,8 @@ _NON_SPACE: Final = re.compile(r"\S")
 _WORD: Final = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
 _CODE_EVENT: Final = re.compile(r"`+|\n[ \t]*\n")
 _TAG_EVENT: Final = re.compile(r"[<>]|\n[ \t]*\n")
+# A word that is complete although nothing follows it yet: punctuation after a letter.
+_WORD_END: Final = re.compile(r"[^\W\d_][.!?…,;:]+[\"'”’»)\]]*\Z")
 
 # --- word lists ----------------------------------------------------------------
 
@@ -141,6 +150,7 @@ _WAIT: Final = -1  # "need more text" from a handler
 _MAX_INDENT: Final = 16  # a line indented more than this is plain text
 _MAX_GAP: Final = 64  # a terminator followed by more whitespace than this ends a sentence
 _TAG_LIMIT: Final = 400  # a "<x" with no ">" after this many chars is not a tag
+_MAX_WORD: Final = 32  # a word longer than this before a period is an ordinary word
 
 
 def _is_dotted_abbreviation(word: str) -> bool:
@@ -162,14 +172,20 @@ class SentenceSegmenter:
 
     __slots__ = (
         "_buf",
+        "_code_start",
         "_fence",
         "_fence_midline",
+        "_last_text",
         "_line_kind",
         "_line_start",
         "_mode",
         "_new_line",
+        "_nl_resume",
         "_pos",
+        "_runs",
         "_start",
+        "_t_at",
+        "_t_state",
         "_tag_start",
         "_ticks",
     )
@@ -189,26 +205,103 @@ class SentenceSegmenter:
         self._fence = ""  # the marker that closes the current fenced block
         self._fence_midline = False
         self._tag_start = 0
+        self._code_start = 0  # where the current inline code span starts
+        self._last_text = -1  # index of the last non-space character in _buf
+        # Lookback memo that keeps a waiting decision O(new characters) per push:
+        self._runs: dict[tuple[int, str], int] = {}  # (start, chars) -> end of that run so far
+        self._t_at = -1  # terminator whose scan _t_state holds
+        self._t_state: tuple[int, bool, int, bool] = (-1, False, 0, False)
+        self._nl_resume = 0  # where a waiting newline decision resumes
 
     @property
     def pending(self) -> str:
         """Text received but not yet returned as a segment."""
         return self._buf[self._start :]
 
+    @property
+    def pending_length(self) -> int:
+        """``len(pending)``, without building it."""
+        return len(self._buf) - self._start
+
+    @property
+    def has_text(self) -> bool:
+        """Whether :attr:`pending` holds a non-space character (O(1))."""
+        return self._last_text >= self._start
+
+    def safe_end(self) -> int:
+        """Length of the pending prefix that may be cut off: up to an open tag or code span.
+
+        Cutting before ``safe_end()`` never splits an SSML/XML tag or inline code.
+        """
+        end = len(self._buf)
+        if self._mode == _TAG:
+            end = self._tag_start
+        elif self._mode == _CODE:
+            end = self._code_start
+        return max(end - self._start, 0)
+
+    def releasable(self) -> int:
+        """Length of the pending prefix an idle release may take (PROTOCOL S-8a).
+
+        Everything up to the last word boundary at or before :meth:`safe_end`: the
+        trailing word stays pending while more of it may come. A trailing word that
+        ends in punctuation after a letter (``you.``, ``Lisbon,``, ``done!)``) is
+        complete. 0 when the pending text is a single partial word.
+        """
+        buf = self._buf
+        lo = self._start
+        end = lo + self.safe_end()
+        if end == lo:
+            return 0
+        if buf[end - 1].isspace():
+            return end - lo
+        if end == len(buf) and _WORD_END.search(buf, max(lo, end - 12)) is not None:
+            return end - lo
+        p = end - 1  # back over the partial word (paid once per idle release)
+        while p > lo and not buf[p - 1].isspace():
+            p -= 1
+        return p - lo
+
+    def take(self, n: int) -> str:
+        """Remove the first ``n`` pending characters and return them stripped.
+
+        ``n`` must end at a word boundary (:meth:`releasable`, or a phrase cut that
+        ends before whitespace); scanning goes on with the rest as the current
+        segment, so the text is neither lost nor repeated.
+        """
+        lo = self._start
+        cut = min(lo + max(n, 0), len(self._buf))
+        text = self._buf[lo:cut].strip()
+        self._start = cut
+        self._pos = max(self._pos, cut)  # a decision waiting before the cut is moot now
+        if self._new_line and self._line_start < cut:
+            self._line_start = cut
+        self._compact()
+        return text
+
     def push(self, text: str) -> list[str]:
         """Add a token; return the segments that are now certainly complete."""
         if not text:
             return []
-        if (
-            self._pos == len(self._buf)  # no decision is waiting for this text
+        stripped = len(text.rstrip())
+        if stripped:
+            self._last_text = len(self._buf) + stripped - 1
+        # Append in place: with the attribute cleared, the local is the only reference
+        # and CPython grows the string without copying it (``self._buf += text``
+        # would copy the whole buffer on every token).
+        buf = self._buf
+        self._buf = ""
+        fast = (
+            self._pos == len(buf)  # no decision is waiting for this text
             and self._mode == _NORMAL
             and not self._new_line
             and _SPECIAL.search(text) is None
-        ):
-            self._buf += text  # fast path: plain text cannot complete anything
-            self._pos = len(self._buf)
+        )
+        buf += text
+        self._buf = buf
+        if fast:  # plain text cannot complete anything
+            self._pos = len(buf)
             return []
-        self._buf += text
         return self._scan(final=False)
 
     def flush(self) -> list[str]:
@@ -232,8 +325,8 @@ class SentenceSegmenter:
                 if pos == _WAIT:
                     pos = self._line_start
                     break
-            if pos >= n:
-                break
+            if pos >= n and not (final and self._mode == _TAG):
+                break  # (an unclosed "<x" at the end is rescanned as text, below)
             mode = self._mode
             if mode == _NORMAL:
                 m = _SPECIAL.search(self._buf, pos)
@@ -251,7 +344,7 @@ class SentenceSegmenter:
                 else:
                     nxt = self._terminator(i, final, out)
                 if nxt == _WAIT:
-                    pos = i
+                    pos = self._nl_resume if c == "\n" else i
                     break
                 pos = nxt
             elif mode == _CODE:
@@ -282,6 +375,25 @@ class SentenceSegmenter:
         self._pos -= s
         self._line_start -= s
         self._tag_start -= s
+        self._code_start -= s
+        self._last_text -= s
+        self._t_at -= s
+        self._nl_resume -= s
+        if self._runs:
+            self._runs = {(i - s, c): e - s for (i, c), e in self._runs.items() if i >= s}
+
+    def _run(self, i: int, chars: str) -> int:
+        """End of the run of ``chars`` starting at ``i``; resumes where the last call stopped."""
+        buf = self._buf
+        n = len(buf)
+        key = (i, chars)
+        j = self._runs.get(key, i)
+        while j < n and buf[j] in chars:
+            j += 1
+        if len(self._runs) > 8:
+            self._runs.clear()
+        self._runs[key] = j
+        return j
 
     def _emit(self, cut: int, out: list[str]) -> None:
         seg = self._buf[self._start : cut].strip()
@@ -294,15 +406,25 @@ class SentenceSegmenter:
     def _terminator(self, i: int, final: bool, out: list[str]) -> int:
         buf = self._buf
         n = len(buf)
-        j = i
-        hard = False
-        while j < n and buf[j] in _TERMS:
-            hard = hard or buf[j] in _HARD_TERMS
-            j += 1
-        single_period = j - i == 1 and buf[i] == "."
+        if self._t_at == i:  # this decision waited before: resume its scan
+            term_len, hard, j, closed = self._t_state
+            j += i
+        else:
+            term_len, hard, j, closed = -1, False, i, False
+        if term_len < 0:
+            while j < n and buf[j] in _TERMS:
+                hard = hard or buf[j] in _HARD_TERMS
+                j += 1
+            if j == n and not final:  # the run may grow
+                self._t_at = i
+                self._t_state = (-1, hard, j - i, False)
+                return _WAIT
+            term_len = j - i
+        single_period = term_len == 1 and buf[i] == "."
         # Closing quotes/brackets/tags belong to the sentence they close.
-        closed = False
+        self._t_at = i
         while j < n:
+            self._t_state = (term_len, hard, j - i, closed)
             c = buf[j]
             if c in _CLOSERS:
                 j += 1
@@ -333,6 +455,7 @@ class SentenceSegmenter:
                     closed = True
                     continue
             break
+        self._t_state = (term_len, hard, j - i, closed)
         if j == n:
             return n if final else _WAIT
         c = buf[j]
@@ -397,8 +520,8 @@ class SentenceSegmenter:
     def _spaced_dots(self, i: int) -> int:
         """How many dots of a ``. . .`` sequence end at index ``i``."""
         buf = self._buf
-        d = 1
-        while i - 2 >= self._start and buf[i - 1] == " " and buf[i - 2] == ".":
+        d = 1  # counted up to 4: callers only tell 1 and 3 from the rest
+        while d < 4 and i - 2 >= self._start and buf[i - 1] == " " and buf[i - 2] == ".":
             d += 1
             i -= 2
         return d
@@ -407,11 +530,14 @@ class SentenceSegmenter:
         """Classify the word that ends just before the period at ``i``."""
         buf = self._buf
         w = i
-        while w > self._start:  # never look before the segment (it may be gone)
+        lo = max(self._start, i - _MAX_WORD - 1)  # never look before the segment (it may be gone)
+        while w > lo:
             c = buf[w - 1]
             if c.isspace() or c in _WORD_STOPS:
                 break
             w -= 1
+        if i - w > _MAX_WORD:
+            return _W_NORMAL  # no title, abbreviation or number is that long
         word = buf[w:i]
         if not word:
             return _W_NORMAL
@@ -435,10 +561,13 @@ class SentenceSegmenter:
         """True when index ``w`` starts a line/segment (after list marks) or follows ':'."""
         buf = self._buf
         lo = max(self._start, self._line_start)
-        if not buf[lo:w].strip(_LINE_MARKS):
+        p = w
+        while p > lo and w - p <= _MAX_GAP and buf[p - 1] in _LINE_MARKS:
+            p -= 1
+        if p == lo:
             return True
         p = w
-        while p > self._start and buf[p - 1].isspace():
+        while p > self._start and w - p <= _MAX_GAP and buf[p - 1].isspace():
             p -= 1
         return p > self._start and buf[p - 1] == ":"
 
@@ -452,9 +581,11 @@ class SentenceSegmenter:
             self._line_kind = _PLAIN
         k = _skip_space(buf, i)
         lo = max(self._start, self._line_start)
-        if buf.count("\n", i, k) >= 2 or not buf[lo:i].strip():  # blank line: paragraph
+        if buf.count("\n", i, k) >= 2 or _NON_SPACE.search(buf, lo, i) is None:  # blank line
             self._emit(i, out)
         ls = buf.rfind("\n", i, k) + 1
+        # A wait resumes at the run's last newline: what came before is decided.
+        self._nl_resume = ls - 1
         if k == n and not final and k - ls <= _MAX_INDENT:
             return _WAIT
         kind = self._classify(ls, final)
@@ -471,7 +602,7 @@ class SentenceSegmenter:
         buf = self._buf
         n = len(buf)
         q = ls
-        while q < n and buf[q] in " \t":
+        while q < n and q - ls <= _MAX_INDENT and buf[q] in " \t":
             q += 1
         if q - ls > _MAX_INDENT:
             return _PLAIN
@@ -479,9 +610,12 @@ class SentenceSegmenter:
             return _PLAIN if final else _WAIT
         c = buf[q]
         if c == "#" or c == "`" or c == "~":
-            r = q
-            while r < n and buf[r] == c:
-                r += 1
+            if c == "#":
+                r = q
+                while r < n and r - q <= 6 and buf[r] == c:  # 7 or more: not a heading
+                    r += 1
+            else:
+                r = self._run(q, c)  # the fence marker's length matters: wait for the run
             if r == n and not final:
                 return _WAIT
             if c == "#":
@@ -494,7 +628,7 @@ class SentenceSegmenter:
             return _LIST if buf[q + 1] in " \t" else _PLAIN
         if c.isdigit():
             r = q
-            while r < n and buf[r].isdigit():
+            while r < n and r - q <= 3 and buf[r].isdigit():  # 4 or more: not an item
                 r += 1
             if r + 1 >= n:
                 return _PLAIN if final else _WAIT
@@ -530,12 +664,11 @@ class SentenceSegmenter:
 
     def _backtick(self, i: int, final: bool) -> int:
         buf = self._buf
-        j = i
-        while j < len(buf) and buf[j] == "`":
-            j += 1
+        j = self._run(i, "`")
         if j == len(buf) and not final:
             return _WAIT  # the run may grow
         self._ticks = j - i
+        self._code_start = i
         self._mode = _CODE
         return j
 
@@ -543,17 +676,22 @@ class SentenceSegmenter:
         """Scan inline code; return the next pos, or ``-(pos+1)`` to wait."""
         buf = self._buf
         n = len(buf)
-        m = _CODE_EVENT.search(buf, pos)
-        if m is None:
-            return -(_resume_point(buf, pos) + 1)
-        if m.group()[0] == "\n":  # code spans never cross a blank line
+        if pos < n and buf[pos] == "`":  # a backtick run waited here: resume it
+            start = pos
+        else:
+            m = _CODE_EVENT.search(buf, pos)
+            if m is None:
+                return -(_resume_point(buf, pos) + 1)
+            if m.group()[0] == "\n":  # code spans never cross a blank line
+                self._mode = _NORMAL
+                return m.start()
+            start = m.start()
+        end = self._run(start, "`")
+        if end == n and not final:
+            return -(start + 1)
+        if end - start == self._ticks:
             self._mode = _NORMAL
-            return m.start()
-        if m.end() == n and not final:
-            return -(m.start() + 1)
-        if m.end() - m.start() == self._ticks:
-            self._mode = _NORMAL
-        return m.end()
+        return end
 
     def _angle(self, i: int, final: bool) -> int:
         buf = self._buf
@@ -592,12 +730,8 @@ class SentenceSegmenter:
             while q < n and buf[q] in " \t":
                 q += 1
             marker = self._fence
-            r = q
-            while r < n and buf[r] == marker[0]:
-                r += 1
-            e = r
-            while e < n and buf[e] in " \t":
-                e += 1
+            r = self._run(q, marker[0])
+            e = self._run(r, " \t")
             if e == n and not final:
                 return -(pos + 1)  # this line may still become the closing fence
             if r - q >= len(marker) and (e == n or buf[e] in "\r\n"):
@@ -616,8 +750,15 @@ def _skip_space(buf: str, i: int) -> int:
 
 
 def _resume_point(buf: str, pos: int) -> int:
-    """Where to resume a search so a blank line split across tokens is still seen."""
-    p = len(buf)
-    while p > pos and buf[p - 1] in " \t\n":
+    """Where to resume a search so a blank line split across tokens is still seen.
+
+    The search found no blank line in ``buf[pos:]``, so at most one newline ends
+    it, followed by spaces/tabs: resume at that newline, else at the end. Looks
+    back at most ``_MAX_GAP`` characters (a blank line padded with more spaces
+    than that does not end a code span or tag).
+    """
+    n = len(buf)
+    p = n
+    while p > pos and n - p <= _MAX_GAP and buf[p - 1] in " \t":
         p -= 1
-    return p
+    return p - 1 if p > pos and buf[p - 1] == "\n" else n

@@ -1,7 +1,20 @@
-"""``chunk_schedule()``: group sentences into synthesis chunks (DESIGN section 6).
+"""``chunk_schedule()``: group text into synthesis chunks (DESIGN section 6).
 
 The pure part is :class:`ChunkScheduler` (no Rx, no clock); the operator adds the
-FLUSH handling and the ``flush_timeout_ms`` timer on a scheduler.
+FLUSH handling and the ``flush_timeout_ms`` timer on a scheduler, gated by an
+optional ``idle`` stream (PROTOCOL S-8a).
+
+Where the idle and phrase logic lives (design decision): both need the text of
+the sentence that is still arriving, and with ``sentences()`` in front that text
+sits inside ``sentences()``' segmenter, invisible downstream (``sentences()`` only
+emits complete sentences; before this change the server reached the partial
+sentence only by injecting a FLUSH, which spoke the half word too). So
+``chunk_schedule(segment=True)`` takes the raw token stream and runs the
+:class:`~rxtts.operators.SentenceSegmenter` itself: one pure state machine holds
+every pending character, the idle release cuts that text at its last word
+boundary (:meth:`SentenceSegmenter.releasable`), and the phrase-aware first chunk
+cuts the first sentence before it ends. ``text.pipe(sentences(),
+chunk_schedule(...))`` keeps working exactly as before (segment input).
 """
 
 from __future__ import annotations
@@ -12,23 +25,68 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 
 from reactivex import Observable, abc
-from reactivex.disposable import CompositeDisposable, SerialDisposable
+from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
 from reactivex.scheduler import TimeoutScheduler
 
 from rxtts.config import DEFAULT_SCHEDULE
 
+from ._segmenter import SentenceSegmenter
 from .flush import TextItem, step
 
-__all__ = ["DEFAULT_SCHEDULE", "ChunkScheduler", "chunk_schedule"]
+__all__ = ["DEFAULT_SCHEDULE", "FUNCTION_WORDS", "ChunkScheduler", "FirstChunk", "chunk_schedule"]
 
-"""The BALANCED schedule (PROTOCOL G-10: rxtts follows the JS SDK docs)."""
+
+def _wordset(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+FirstChunk: TypeAlias = Literal["sentence", "phrase"]
+"""How chunk 0 of a turn is cut: at a sentence boundary, or at an earlier phrase boundary."""
+
+FUNCTION_WORDS: Final = _wordset(
+    """a an the this these those that which who whom whose what how why of to in on at
+    for with from by as into onto about over under than and or but nor so yet if because
+    while when where whether although though since until unless after before during
+    through without is are was were be been being am isn't aren't wasn't weren't do does
+    did don't doesn't didn't has have had can could will would shall should may might
+    must can't won't i he she we they i'm you're he's she's it's we're they're that's
+    there's let's i'll you'll we'll they'll i've you've we've they've i'd you'd we'd my
+    your his her its our their some any no not very just also one each every all both
+    few many most several such own same lot"""
+)
+"""Words a phrase cut never lands after (articles, prepositions, conjunctions,
+auxiliaries, subject pronouns, determiners, quantifiers): "of the" | "nicest"
+would split a phrase the voice must say in one breath."""
+
+# Words that open a phrase: a cut just before one of them is preferred.
+_OPENERS: Final = _wordset(
+    """and but or so because which who where when while that if although though since
+    unless until whereas to in on at for with from by of as into about after before
+    during through without like"""
+)
+_CLAUSE_MARKS: Final = ",;:—–"
+_ANGLE: Final = re.compile(r"[<>]")
+_DASHES: Final = frozenset(("-", "--", "–", "—"))
+_WORD_TRIM: Final = "\"'“”‘’«»‹›()[]{}*_<>.,;:!?…—–-"
+_CLOSING: Final = "\"'”’»›)]}*_"
+_OPENING: Final = "\"'“‘«‹([{"
 
 # A clause ends at , ; : or a dash *followed by whitespace* (so a cut never splits a word).
 _CLAUSE: Final = re.compile(r"[,;:—–](?=\s)|\s[-–—](?=\s)")
 _SPACE_RUN: Final = re.compile(r"\s+")
+
+
+def _validate_words(first_chunk: FirstChunk | None, min_words: int, max_words: int) -> None:
+    if first_chunk not in (None, "sentence", "phrase"):
+        raise ValueError(f"first_chunk must be 'sentence', 'phrase' or None, got {first_chunk!r}")
+    for name, v in (("min_words", min_words), ("max_words", max_words)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if max_words < min_words:
+        raise ValueError(f"max_words must be >= min_words, got {max_words} < {min_words}")
 
 
 def _validate(
@@ -57,8 +115,10 @@ def _cut_point(text: str, joins: Sequence[int], threshold: int, limit: int) -> i
     In order of preference, with ``low = min(threshold, limit // 2)``: the first
     sentence boundary (``joins``: where two segments were joined) in ``[low,
     limit]``; the first clause boundary ending in that window; the last
-    whitespace at or before ``limit``; the first whitespace after it. ``-1``
-    when ``text`` has no whitespace (one long word is never split).
+    whitespace at or before ``limit`` that does not follow a function word
+    (:data:`FUNCTION_WORDS`), else the last whitespace there; the first
+    whitespace after it. ``-1`` when ``text`` has no whitespace (one long word
+    is never split).
     """
     low = min(threshold, limit // 2)
     for j in joins:
@@ -67,18 +127,169 @@ def _cut_point(text: str, joins: Sequence[int], threshold: int, limit: int) -> i
     for m in _CLAUSE.finditer(text, max(low - 2, 0), limit + 1):
         if low <= m.end() <= limit:
             return m.end()
-    last = -1
+    last = last_ok = -1
+    word_start = 0
     for m in _SPACE_RUN.finditer(text, 0, limit + 1):
         if m.start() > 0:
             last = m.start()
+            if _clean(text[word_start : m.start()]) not in FUNCTION_WORDS:
+                last_ok = m.start()
+        word_start = m.end()
+    if last_ok > 0:
+        return last_ok
     if last > 0:
         return last
     m2 = _SPACE_RUN.search(text, limit)
     return m2.start() if m2 is not None else -1
 
 
+def _clean(word: str) -> str:
+    """A word without surrounding punctuation, lowercased: what the word lists hold."""
+    return word.strip(_WORD_TRIM).lower()
+
+
+class _PhraseFinder:
+    """Incremental search for the phrase cut of chunk 0 over a turn's raw text.
+
+    Fed every token while chunk 0 is pending; each character is looked at once
+    (the word being typed is carried over between tokens). A word is complete
+    when whitespace follows it. :meth:`feed` returns the offset (in the text
+    fed since :meth:`reset`) right after the word that ends chunk 0, or -1:
+
+    * the first clause boundary (a word ending in ``, ; : — –``, or a lone dash)
+      once ``min_words`` words are in, up to ``max_words`` words;
+    * else, at ``max_words`` words, the best phrase boundary among words
+      ``min_words..max_words``: the latest one before a phrase opener
+      (``and``, ``that``, ``to``, ``in``...), else the latest one at all;
+    * never after a function word, a word ending in ``.``/``!``/``?`` (sentence
+      ends belong to the segmenter; abbreviations are no cut points), an
+      opening bracket/quote, or inside a tag, an element (``<spell>...</spell>``)
+      or inline code; when no
+      word up to ``max_words`` qualifies, the first later word that does.
+    """
+
+    __slots__ = (
+        "_closing",
+        "_code",
+        "_depth",
+        "_done",
+        "_fed",
+        "_max",
+        "_min",
+        "_neutral",
+        "_tag",
+        "_word",
+        "_words",
+    )
+
+    def __init__(self, min_words: int, max_words: int) -> None:
+        self._min = min_words
+        self._max = max_words
+        self.reset()
+
+    def reset(self) -> None:
+        self._fed = 0
+        self._word = ""  # the word being typed (no whitespace after it yet)
+        self._words: list[tuple[int, str, bool]] = []  # (end offset, clean word, may cut after)
+        self._tag = False  # inside "<...", before its ">"
+        self._closing = False  # that tag is "</...>"
+        self._neutral = False  # that tag is "<!...>" or "<?...>"
+        self._depth = 0  # open elements ("<spell>" before "</spell>")
+        self._code = False
+        self._done = False
+
+    @property
+    def fed(self) -> int:
+        """Characters fed since :meth:`reset`."""
+        return self._fed
+
+    def feed(self, text: str) -> int:
+        base = self._fed
+        self._fed += len(text)
+        if self._done:
+            return -1
+        pos = 0
+        for m in _SPACE_RUN.finditer(text):
+            word = self._word + text[pos : m.start()]
+            self._word = ""
+            pos = m.end()
+            if word:
+                cut = self._complete(word, base + m.start())
+                if cut >= 0:
+                    self._done = True
+                    return cut
+        word = self._word  # append in place (see SentenceSegmenter.push)
+        self._word = ""
+        word += text[pos:]
+        self._word = word
+        return -1
+
+    def _complete(self, word: str, end: int) -> int:
+        if "<" in word or ">" in word:
+            self._markup(word)
+        if word.count("`") % 2:
+            self._code = not self._code
+        blocked = self._tag or self._code or self._depth > 0
+        words = self._words
+        core = _clean(word)
+        if not any(c.isalnum() for c in core):
+            # A lone dash is a clause mark after the previous word.
+            dash = word in _DASHES and bool(words) and words[-1][2] and not blocked
+            return end if dash and self._min <= len(words) <= self._max else -1
+        tail = word.rstrip(_CLOSING)
+        ok = (
+            not blocked
+            and core not in FUNCTION_WORDS
+            and tail[-1:] not in ".!?…"
+            and word[-1] not in _OPENING
+        )
+        words.append((end, core, ok))
+        n = len(words)
+        if ok and tail[-1:] in _CLAUSE_MARKS and self._min <= n <= self._max:
+            return end
+        if n == self._max:
+            return self._best()
+        if n > self._max:
+            return end if ok else -1
+        return -1
+
+    def _markup(self, word: str) -> None:
+        """Track open tags and elements: no cut inside ``<prosody ...>...</prosody>``."""
+        for m in _ANGLE.finditer(word):
+            i = m.start()
+            if word[i] == "<":
+                nxt = word[i + 1 : i + 2]
+                if nxt.isalpha() or nxt in ("/", "!", "?"):  # "a < b" is no tag
+                    self._tag = True
+                    self._closing = nxt == "/"
+                    self._neutral = nxt in ("!", "?")  # comments, processing instructions
+            elif self._tag:
+                self._tag = False
+                if self._closing:
+                    self._depth = max(0, self._depth - 1)
+                elif not self._neutral and word[i - 1 : i] != "/":  # "<x/>" opens nothing
+                    self._depth += 1
+
+    def _best(self) -> int:
+        words = self._words
+        best = -1
+        for i in range(self._min - 1, len(words)):
+            end, _, ok = words[i]
+            if not ok:
+                continue
+            nxt = words[i + 1][1] if i + 1 < len(words) else ""
+            if nxt in _OPENERS:
+                best = end  # the latest boundary before a phrase opener wins
+        if best >= 0:
+            return best
+        for i in range(len(words) - 1, self._min - 2, -1):
+            if words[i][2]:
+                return words[i][0]
+        return -1
+
+
 class ChunkScheduler:
-    """Pure chunk-length scheduler: sentences in, synthesis chunks out.
+    """Pure chunk-length scheduler: text in, synthesis chunks out.
 
     Semantics (DESIGN section 6):
 
@@ -95,29 +306,61 @@ class ChunkScheduler:
       the first sentence boundary, else the first clause boundary (``, ; : —``
       followed by a space), at or after the threshold (``min(threshold, limit //
       2)``) and within the limit; else at the last word boundary before
-      ``limit``, else at the first one after it. Cuts happen only at whitespace,
-      never inside a word (a single word longer than the limit stays whole).
-      What is left after the pieces is a sentence end again: it is released if
-      long enough, otherwise it waits for the next sentence.
+      ``limit`` (not after a function word when another one is there), else at
+      the first one after it. Cuts happen only at whitespace, never inside a
+      word (a single word longer than the limit stays whole). What is left
+      after the pieces is a sentence end again: it is released if long enough,
+      otherwise it waits for the next sentence.
     * ``flush()`` (FLUSH or completion) and ``timeout()`` (the operator's
-      ``flush_timeout_ms``) release the whole buffer, cut the same way;
-      ``flush()`` also resets ``k`` to 0.
+      ``flush_timeout_ms``) release the buffer, cut the same way; ``flush()``
+      also resets ``k`` to 0.
+
+    With ``segment=True`` the pushed text is the raw token stream (split
+    anywhere) and the scheduler runs a :class:`SentenceSegmenter` itself, so it
+    also holds the sentence still arriving (:attr:`pending`):
+
+    * ``timeout()`` releases the buffered sentences **and** the pending text up
+      to its last word boundary (:meth:`SentenceSegmenter.releasable`, PROTOCOL
+      S-8a); the partial word stays, so a pending single partial word waits
+      for more text, FLUSH or completion.
+    * ``first_chunk="phrase"`` (the default when ``auto_mode`` is on) lets chunk
+      0 go out before its sentence ends, at a phrase boundary
+      (:class:`_PhraseFinder`: the first clause boundary after ``min_words``
+      words, else the best phrase boundary by ``max_words`` words, never after
+      a :data:`FUNCTION_WORDS` word, never inside a word, tag or inline code).
+      It implies ``auto_mode``'s rule for chunk 0. Trade-off: audio starts
+      after a few words instead of a whole sentence, at the price of a prosody
+      break inside the first sentence (the voice cannot plan its intonation
+      across the cut); cutting only at a clause/phrase boundary keeps that
+      break where a speaker could pause. Later chunks follow the schedule
+      (sentence boundaries first, then clause boundaries for over-long runs).
     """
 
-    __slots__ = ("_auto", "_buf", "_k", "_len", "_max", "_schedule")
+    __slots__ = ("_auto", "_buf", "_k", "_len", "_max", "_phrase", "_schedule", "_seg")
 
     def __init__(
         self,
         schedule: Sequence[int] = DEFAULT_SCHEDULE,
         auto_mode: bool = False,
         max_buffer_length: int = 1000,
+        *,
+        segment: bool = False,
+        first_chunk: FirstChunk | None = None,
+        min_words: int = 4,
+        max_words: int = 12,
     ) -> None:
         self._schedule = _validate(schedule, max_buffer_length, None)
-        self._auto = auto_mode
+        _validate_words(first_chunk, min_words, max_words)
+        if first_chunk == "phrase" and not segment:
+            raise ValueError("first_chunk='phrase' needs segment=True (it cuts the sentence still arriving)")
+        phrase = segment and (first_chunk == "phrase" or (first_chunk is None and auto_mode))
+        self._auto = auto_mode or phrase
         self._max = max_buffer_length
         self._buf: list[str] = []
         self._len = 0  # len(" ".join(self._buf))
         self._k = 0  # index of the next chunk in this turn
+        self._seg = SentenceSegmenter() if segment else None
+        self._phrase = _PhraseFinder(min_words, max_words) if phrase else None
 
     @property
     def chunk_index(self) -> int:
@@ -131,8 +374,23 @@ class ChunkScheduler:
 
     @property
     def buffered(self) -> str:
-        """Text waiting for the next chunk."""
+        """Complete segments waiting for the next chunk."""
         return " ".join(self._buf)
+
+    @property
+    def pending(self) -> str:
+        """With ``segment=True``: the sentence still arriving (not yet in :attr:`buffered`)."""
+        return "" if self._seg is None else self._seg.pending
+
+    @property
+    def has_text(self) -> bool:
+        """Whether any non-space text waits (buffered or pending); O(1)."""
+        return self._len > 0 or (self._seg is not None and self._seg.has_text)
+
+    @property
+    def phrase_first_chunk(self) -> bool:
+        """Whether chunk 0 is cut at a phrase boundary (``first_chunk="phrase"``)."""
+        return self._phrase is not None
 
     def threshold(self, k: int | None = None) -> int:
         """Minimum length of chunk ``k`` (default: the next chunk)."""
@@ -140,26 +398,58 @@ class ChunkScheduler:
         k = self._k if k is None else k
         return min(s[min(k, len(s) - 1)], self._max)
 
-    def push(self, segment: str) -> list[str]:
-        """Add one complete segment (a sentence boundary follows it)."""
-        segment = segment.strip()
-        if not segment:
-            return []
-        self._len += len(segment) + (1 if self._buf else 0)
-        self._buf.append(segment)
-        if self._len < self.threshold() and not (self._auto and self._k == 0):
-            return []
-        return self._release(keep_short_rest=True)
+    def push(self, text: str) -> list[str]:
+        """Add one complete segment, or (``segment=True``) one raw token."""
+        seg = self._seg
+        if seg is None:
+            return self._push_segment(text)
+        out: list[str] = []
+        for segment in seg.push(text):
+            out += self._push_segment(segment)
+        phrase = self._phrase
+        if phrase is not None and self._k == 0:
+            cut = phrase.feed(text)
+            if cut >= 0:
+                n = cut - (phrase.fed - seg.pending_length)  # offset into the pending text
+                if 0 < n <= seg.safe_end():
+                    self._append(seg.take(n))
+                    out += self._release(keep_short_rest=False)
+        return out
 
     def timeout(self) -> list[str]:
-        """Release the buffer after silence (k keeps counting)."""
+        """Release after silence (k keeps counting); keeps a pending partial word."""
+        seg = self._seg
+        if seg is not None:
+            n = seg.releasable()
+            if n:
+                self._append(seg.take(n))
         return self._release(keep_short_rest=False)
 
     def flush(self) -> list[str]:
         """Release everything and start a new turn (k = 0)."""
-        out = self._release(keep_short_rest=False)
+        out: list[str] = []
+        if self._seg is not None:
+            for segment in self._seg.flush():
+                out += self._push_segment(segment)
+        out += self._release(keep_short_rest=False)
         self._k = 0
+        if self._phrase is not None:
+            self._phrase.reset()
         return out
+
+    def _append(self, segment: str) -> None:
+        if segment:
+            self._len += len(segment) + (1 if self._buf else 0)
+            self._buf.append(segment)
+
+    def _push_segment(self, segment: str) -> list[str]:
+        segment = segment.strip()
+        if not segment:
+            return []
+        self._append(segment)
+        if self._len < self.threshold() and not (self._auto and self._k == 0):
+            return []
+        return self._release(keep_short_rest=True)
 
     def _release(self, keep_short_rest: bool) -> list[str]:
         if not self._buf:
@@ -201,18 +491,47 @@ def chunk_schedule(
     max_buffer_length: int = 1000,
     flush_timeout_ms: float | None = None,
     scheduler: abc.SchedulerBase | None = None,
+    *,
+    idle: Observable[bool] | None = None,
+    segment: bool = False,
+    first_chunk: FirstChunk | None = None,
+    min_words: int = 4,
+    max_words: int = 12,
 ) -> Callable[[Observable[TextItem]], Observable[TextItem]]:
-    """Groups sentences into synthesis chunks by a chunk-length schedule.
+    """Groups text into synthesis chunks by a chunk-length schedule.
 
-    Input items are complete segments (the output of :func:`sentences`); the
-    end of each one is a sentence boundary. Chunk ``k`` goes out at the first
-    boundary where it holds ``>= schedule[min(k, len-1)]`` characters; with
-    ``auto_mode`` chunk 0 goes out at the first boundary. Over-long runs are cut
-    at clause/word boundaries (see :class:`ChunkScheduler`). FLUSH emits the
-    rest, forwards FLUSH and restarts the schedule at chunk 0; completion emits
-    the rest. With ``flush_timeout_ms``, the buffer is emitted after that much
-    silence (no input at all); the timer only runs while the buffer is not
-    empty.
+    By default the input items are complete segments (the output of
+    :func:`sentences`); the end of each one is a sentence boundary. With
+    ``segment=True`` the input is the raw token stream and the sentence
+    segmentation is built in (use it *instead of* ``sentences()`` in front):
+    that is what lets the idle release and the phrase-aware first chunk see the
+    sentence still arriving. Chunk ``k`` goes out at the first boundary where
+    it holds ``>= schedule[min(k, len-1)]`` characters; with ``auto_mode``
+    chunk 0 goes out at the first boundary. Over-long runs are cut at
+    clause/word boundaries (see :class:`ChunkScheduler`). FLUSH emits the rest,
+    forwards FLUSH and restarts the schedule at chunk 0; completion emits the
+    rest.
+
+    **Idle release** (``flush_timeout_ms``, PROTOCOL U-11, S-8a): the buffer is
+    released after that much silence; the timer runs only while text is
+    buffered, restarts at every input item and, with ``idle``, counts only
+    while the latest ``idle`` value is ``True``: it starts when ``idle`` turns
+    ``True`` (or at the last text if ``idle`` already was), and is cancelled
+    when ``idle`` turns ``False``. Until ``idle`` emits, the consumer counts as
+    idle. The release never cuts inside a word: with ``segment=True`` the
+    pending sentence goes out up to its last word boundary and the partial word
+    stays; a buffer holding only a partial word waits for more text, FLUSH or
+    completion (the timer does not re-arm until the next input). An ``idle``
+    error is forwarded; its completion keeps the last value.
+
+    **Phrase-aware first chunk** (``first_chunk="phrase"``, needs
+    ``segment=True``): chunk 0 goes out at the first clause boundary (``, ; :``
+    or a dash) once it has ``min_words`` words, or by ``max_words`` words at the
+    best phrase boundary; never after a function word (:data:`FUNCTION_WORDS`),
+    never mid-word. ``first_chunk=None`` (default) means ``"phrase"`` when
+    ``auto_mode`` and ``segment`` are on, else ``"sentence"``: the wire has only
+    ``auto_mode`` (PROTOCOL 7), and "start at the first clean boundary" is what
+    it asks for, so the LOW_LATENCY preset gets it from ``auto_mode=True``.
 
     .. marble::
         :alt: chunk_schedule
@@ -221,30 +540,53 @@ def chunk_schedule(
         [        chunk_schedule((20,), auto_mode=True)        ]
         --"Hi there."-----------------------"How are you? Fine."F--|
 
+    .. marble::
+        :alt: chunk_schedule idle release, segment=True, flush_timeout_ms=3 ticks
+
+        text: -"Hel"-"lo wor"------------------"ld."-F-|
+        idle: -T----------F--------T---------------------
+        [   chunk_schedule((100,), segment=True, idle=idle)   ]
+        out:  ----------------------------"Hello"----"world."F|
+
     Example:
-        >>> text.pipe(sentences(), chunk_schedule((50, 100, 150, 250), auto_mode=True))
+        >>> text.pipe(chunk_schedule(LOW_LATENCY.chunk_length_schedule, auto_mode=True,
+        ...     flush_timeout_ms=500, segment=True, idle=nothing_to_send))
 
     Args:
         schedule: Minimum characters per chunk, strictly increasing; the last
             entry repeats.
-        auto_mode: Release chunk 0 at the first sentence boundary.
+        auto_mode: Release chunk 0 at the first sentence boundary (and, with
+            ``segment=True``, at the first phrase boundary: see ``first_chunk``).
         max_buffer_length: Characters that always force a chunk; also caps
             the length a run may reach before it is cut.
-        flush_timeout_ms: Emit the buffer after this many milliseconds
-            without input (``None``: never).
+        flush_timeout_ms: Release the buffer after this many milliseconds
+            of silence (``None``: never).
         scheduler: Scheduler for the timer; defaults to the subscribe
             scheduler, then :class:`TimeoutScheduler`.
+        idle: "The consumer has nothing left to send" flags; the idle timer
+            counts only while the latest value is ``True`` (``None``: always).
+        segment: The input is the raw token stream; segment it here.
+        first_chunk: ``"sentence"``, ``"phrase"`` or ``None`` (derived from
+            ``auto_mode`` and ``segment``).
+        min_words: Words chunk 0 needs before a clause boundary may end it.
+        max_words: Words after which chunk 0 is cut at the best phrase boundary.
 
     Returns:
-        An operator function from a segment stream to a chunk stream, with
-        every FLUSH forwarded after the chunks that precede it.
+        An operator function from a segment (or token) stream to a chunk
+        stream, with every FLUSH forwarded after the chunks that precede it.
 
     Raises:
         ValueError: an empty or non-increasing ``schedule``, a non-positive
-            ``max_buffer_length`` or ``flush_timeout_ms`` (the message names
-            the field).
+            ``max_buffer_length``, ``flush_timeout_ms``, ``min_words`` or
+            ``max_words``, ``max_words < min_words``, an unknown
+            ``first_chunk``, or ``first_chunk="phrase"`` without ``segment``
+            (the message names the field).
     """
     values = _validate(schedule, max_buffer_length, flush_timeout_ms)
+    ChunkScheduler(  # validates the remaining arguments now, not at subscribe time
+        values, auto_mode, max_buffer_length, segment=segment, first_chunk=first_chunk,
+        min_words=min_words, max_words=max_words,
+    )  # fmt: skip
     timeout = None if flush_timeout_ms is None else timedelta(milliseconds=flush_timeout_ms)
 
     def _chunk_schedule(source: Observable[TextItem]) -> Observable[TextItem]:
@@ -252,15 +594,21 @@ def chunk_schedule(
             observer: abc.ObserverBase[TextItem],
             scheduler_: abc.SchedulerBase | None = None,
         ) -> abc.DisposableBase:
-            chunker = ChunkScheduler(values, auto_mode, max_buffer_length)
+            chunker = ChunkScheduler(
+                values, auto_mode, max_buffer_length, segment=segment, first_chunk=first_chunk,
+                min_words=min_words, max_words=max_words,
+            )  # fmt: skip
             timer = SerialDisposable()
-            lock = threading.RLock()  # source and timer threads may interleave
+            lock = threading.RLock()  # source, idle and timer threads may interleave
             generation = [0]  # invalidates a timer that fired while we were busy
+            idle_now = [True]  # latest idle flag (idle until told otherwise)
+            stopped = [False]
             _scheduler = scheduler or scheduler_ or TimeoutScheduler.singleton()
 
             def arm() -> None:
+                """(Re)start the idle timer from now, or cancel it."""
                 generation[0] += 1
-                if timeout is None or not chunker.buffered_length:
+                if timeout is None or not idle_now[0] or not chunker.has_text:
                     if not timer.is_disposed:  # downstream may dispose us inside on_next
                         timer.disposable = None
                     return
@@ -268,41 +616,60 @@ def chunk_schedule(
 
                 def action(_: abc.SchedulerBase, __: Any = None) -> None:
                     with lock:
-                        if generation[0] != current:
+                        if generation[0] != current or stopped[0]:
                             return
                         for chunk in chunker.timeout():
                             observer.on_next(chunk)
+                        # Not re-armed: a partial word left behind waits for input.
 
                 timer.disposable = _scheduler.schedule_relative(timeout, action)
 
             def on_next(item: TextItem) -> None:
                 with lock:
+                    if stopped[0]:
+                        return
                     try:
                         out = step(chunker, item, "chunk_schedule")
                     except Exception as exc:  # forwarded to the observer
-                        observer.on_error(exc)
+                        on_error(exc)
                         return
                     for chunk in out:
                         observer.on_next(chunk)
                     if timeout is not None:
                         arm()
 
+            def on_idle(value: bool) -> None:
+                with lock:
+                    if stopped[0] or bool(value) == idle_now[0]:
+                        return
+                    idle_now[0] = bool(value)
+                    arm()  # True: count from now; False: cancel
+
             def on_error(exc: Exception) -> None:
                 with lock:
+                    if stopped[0]:
+                        return
+                    stopped[0] = True
                     generation[0] += 1
                     timer.dispose()
                     observer.on_error(exc)
 
             def on_completed() -> None:
                 with lock:
+                    if stopped[0]:
+                        return
+                    stopped[0] = True
                     generation[0] += 1
                     timer.dispose()
                     for chunk in chunker.flush():
                         observer.on_next(chunk)
                     observer.on_completed()
 
+            idle_subscription: abc.DisposableBase = Disposable()
+            if idle is not None and timeout is not None:
+                idle_subscription = idle.subscribe(on_idle, on_error, scheduler=scheduler_)
             subscription = source.subscribe(on_next, on_error, on_completed, scheduler=scheduler_)
-            return CompositeDisposable(subscription, timer)
+            return CompositeDisposable(idle_subscription, subscription, timer)
 
         return Observable(subscribe)
 
