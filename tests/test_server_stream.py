@@ -299,9 +299,10 @@ def test_flush_timeout_ms_releases_partial_text_but_keeps_the_turn_open(tone_ser
             return chunk, rest
 
     chunk, rest = wire.run(main())
-    assert chunk[0]["text"] == "Hello there, how are"
+    # S-8a: the release stops at the last word boundary; "are" may still be growing.
+    assert chunk[0]["text"] == "Hello there, how"
     assert not any(f.get("final") for f in chunk)
-    assert rest[0]["text"] == "you?" and rest[0]["chunk_id"] == 1
+    assert rest[0]["text"] == "are you?" and rest[0]["chunk_id"] == 1
     assert rest[-1]["total_text_chunks"] == 2
 
 
@@ -402,3 +403,29 @@ def test_tts_endpoint_is_not_paced(tone_server, wire):
     frames, elapsed = wire.run(main())
     assert frames[-1]["dur_ms"] == 3000.0
     assert elapsed < 1.0
+
+
+def test_S8a_idle_turn_end_counts_from_when_paced_audio_is_all_sent(server_factory, wire):
+    """PROTOCOL S-8a: the 5 s (here 0.5 s) idle end counts from the later of the last text
+    and the moment nothing is left to send; paced audio still leaving is not silence."""
+    server = server_factory(ToneEngine(ms_per_char=40.0), idle_flush_seconds=0.5, max_lead_seconds=0.3)
+
+    async def main():
+        async with wire.connect(server, STREAM) as ws:
+            first = "A complete first sentence that speaks for a while."  # ~2 s of audio
+            await ws.send({"text": f"{first} Then", "flush": False, "voice_id": VOICE, "auto_mode": True})
+            sent = time.perf_counter()
+            frames, at = [], []
+            while not frames or not is_closed(frames[-1]):
+                frames.append(await ws.recv(timeout=8))
+                at.append(time.perf_counter() - sent)
+            return frames, at
+
+    frames, at = wire.run(main())
+    kinds = wire.kinds(frames)
+    warning = kinds.index("warning")
+    done = kinds.index("chunk_complete")
+    assert done < warning  # the first chunk's audio went out before the turn ended
+    assert at[done] > 1.0  # paced: ~2 s of audio left over ~1.7 s
+    assert at[warning] - at[done] >= 0.4  # idle counted from the last frame sent
+    assert kinds[-2:] == ["final", "session_closed"]
