@@ -429,3 +429,30 @@ def test_S8a_idle_turn_end_counts_from_when_paced_audio_is_all_sent(server_facto
     assert at[done] > 1.0  # paced: ~2 s of audio left over ~1.7 s
     assert at[warning] - at[done] >= 0.4  # idle counted from the last frame sent
     assert kinds[-2:] == ["final", "session_closed"]
+
+
+def test_S5_M7a_cancel_while_paced_audio_is_queued_reports_nothing_for_the_turn(server_factory, wire):
+    """PROTOCOL S-5, M-7a: a turn whose text finished generating and whose final and
+    session_closed wait behind paced audio is cancelled: none of them is sent, so it is
+    never billed; the next turn's usage counts only its own audio."""
+    server = server_factory(ToneEngine(ms_per_char=40.0), max_lead_seconds=0.3)
+    text = "This sentence is long enough to be spoken for a few seconds of paced audio."
+
+    async def main():
+        async with wire.connect(server, STREAM) as ws:
+            await ws.send({"text": text, "flush": True, "voice_id": VOICE})
+            first = [await ws.recv()]
+            start = time.perf_counter()
+            while time.perf_counter() - start < 0.8:
+                first.append(await ws.recv())
+            await ws.send({"cancel": True})
+            first += await ws.recv_until(lambda f: f.get("interrupted"))
+            await ws.send({"text": "Next.", "flush": True})
+            return first, await ws.recv_until(is_closed)
+
+    first, second = wire.run(main())
+    assert not any(f.get("final") or f.get("session_closed") for f in first)
+    assert sum(f["samples"] / f["sr"] for f in first if "audio" in f) < len(text) * 0.040 / 2
+    usage = second[-1]["usage"]
+    assert usage["characters"] == len("Next.")
+    assert usage["audio_seconds"] == round(sum(f["samples"] / f["sr"] for f in second if "audio" in f), 4)
