@@ -90,3 +90,20 @@ def test_serve_socket_closes_an_unknown_path_with_1008() -> None:
 
     closed = asyncio.run(main())
     assert closed is not None and closed[0] == 1008
+
+
+def test_admission_closes_a_socket_beyond_max_sessions_with_1013() -> None:
+    async def main() -> tuple[tuple[int, str] | None, tuple[int, str] | None]:
+        app = TtsApp(ToneEngine(), ServerOptions(max_sessions=1))
+        first, second = FakeSocket("/ws/tts/stream"), FakeSocket("/ws/tts/stream")
+        served = asyncio.ensure_future(app.serve_socket(first))
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(app.serve_socket(second), 5)
+        await first.close(1000, "")
+        await asyncio.wait_for(served, 5)
+        app.close()
+        return first.closed, second.closed
+
+    first, second = asyncio.run(main())
+    assert second is not None and second[0] == 1013  # PROTOCOL 9: try again later
+    assert first == (1000, "")  # the admitted one was served until it closed

@@ -65,7 +65,10 @@ KUGEL_MODEL_IDS = (
 """Hosted model ids the SDKs send; all are served by the local engine (PROTOCOL 7)."""
 _WS_PATHS = frozenset(e.value for e in Endpoint)
 DRAIN_RETRY_AFTER_S = 1
-"""``Retry-After`` of upgrades refused while draining (G-11; PROTOCOL 10 waits ~1 s)."""
+"""``Retry-After`` of upgrades refused while draining or saturated (G-11; PROTOCOL 10
+waits ~1 s)."""
+TRY_AGAIN_LATER = 1013
+"""Close code of a socket admitted past ``max_sessions`` (PROTOCOL 9: try later)."""
 
 
 def _page(query: Mapping[str, list[str]], name: str, default: int, cap: int) -> int:
@@ -135,9 +138,9 @@ class TtsApp:
         """Serve one accepted socket until it closes (call on the server's event loop).
 
         Assumes what ``process_request`` decides for real sockets: ``sock.path`` is one
-        of the three WebSocket paths, the API key was checked, the server is not
-        draining, and the transport answers pings and limits frames to 1 MiB.
-        An unknown path is closed with 1008.
+        of the three WebSocket paths and the API key was checked; the transport answers
+        pings and limits frames to 1 MiB. An unknown path is closed with 1008, a socket
+        beyond ``max_sessions`` with 1013; one accepted while draining is drained.
         """
         return self._serve(sock)
 
@@ -145,6 +148,10 @@ class TtsApp:
         factory = CONNECTIONS.get(sock.path)
         if factory is None:
             await sock.close(1008, f"no such endpoint: {sock.path}")
+            return
+        if self.saturated():
+            # Admission: an upgrade that raced past process_request's check.
+            await sock.close(TRY_AGAIN_LATER, "server at capacity, try again later")
             return
         session = factory(self, sock)
         self.sessions.add(session)
@@ -154,6 +161,11 @@ class TtsApp:
             await session.run()
         finally:
             self.sessions.discard(session)
+
+    def saturated(self) -> bool:
+        """Whether ``max_sessions`` WebSockets are open (admission control)."""
+        limit = self.options.max_sessions
+        return limit is not None and len(self.sessions) >= limit
 
     async def handler(self, ws: ServerConnection) -> None:
         """``websockets`` handler: one upgraded connection."""
@@ -185,10 +197,12 @@ class TtsApp:
                 # PROTOCOL G-2: a bad key is refused before the upgrade; the SDKs map 401
                 # to AuthenticationError.
                 return error_response(401, "invalid or missing API key", "UNAUTHORIZED")
+            retry = [("Retry-After", str(DRAIN_RETRY_AFTER_S))]
             if self.draining:
                 # G-11: draining refuses new upgrades; 503 + Retry-After (PROTOCOL 9).
-                retry = [("Retry-After", str(DRAIN_RETRY_AFTER_S))]
                 return error_response(503, "server is restarting", "MODEL_UNAVAILABLE", retry)
+            if self.saturated():
+                return error_response(503, "server at capacity, try again later", "MODEL_UNAVAILABLE", retry)
             return None
         if self.options.api_key is not None:
             given = header_key(request.headers) or query_key(query)

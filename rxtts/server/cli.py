@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--send-timeout", type=float, default=60.0, help="drop a client that reads nothing for this long"
     )
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        help="admission: open WebSockets at most; more get HTTP 503 + Retry-After (default unlimited)",
+    )
     p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     return p
 
@@ -95,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             inactivity_timeout=args.inactivity_timeout,
             engine_threads=args.engine_threads,
             drain_timeout=args.drain_timeout,
+            max_sessions=args.max_sessions,
             max_lead_seconds=args.max_lead_seconds or None,
             max_queued_bytes=int(args.max_queued_mib * (1 << 20)),
             send_timeout=args.send_timeout,

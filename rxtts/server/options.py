@@ -54,6 +54,9 @@ class ServerOptions:
     is dropped; ``None`` = wait forever."""
     drain_timeout: float = 30.0
     """G-11: seconds a drain waits for busy sockets to finish before closing them 1012."""
+    max_sessions: int | None = None
+    """Admission: open WebSockets at most; more get HTTP 503 + ``Retry-After`` (or close
+    1013 when they raced past the check); ``None`` = unlimited."""
 
     def __post_init__(self) -> None:
         if self.idle_flush_seconds <= 0 or self.inactivity_timeout <= 0:
@@ -68,6 +71,8 @@ class ServerOptions:
             raise ValueError("price_cents_per_minute must be >= 0")
         if self.drain_timeout < 0:
             raise ValueError("drain_timeout must be >= 0")
+        if self.max_sessions is not None and self.max_sessions < 1:
+            raise ValueError("max_sessions must be >= 1 or None")
 
 
 @dataclass(frozen=True, slots=True)
