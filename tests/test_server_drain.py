@@ -138,3 +138,32 @@ def test_py_sdk_replays_an_audio_less_turn_after_a_drain_on_the_next_server():
     assert audio == pytest.approx(len("Hello there, how are") * 0.010, abs=0.02)  # the whole turn
     assert final is not None and final["total_text_chunks"] == 1
     assert 0.9 < elapsed < 10  # the SDK waited its ~1 s restart delay, then replayed
+
+
+def test_drain_waits_for_a_speaking_context_not_for_idle_ones(server_factory, wire):
+    """G-11 on multi: contexts live long; only their work (text, chunks, flushes, unsent
+    audio) holds the 1012 back, an open idle context does not."""
+    server = server_factory(ToneEngine(ms_per_char=40.0), max_lead_seconds=0.3)
+    vs = {"voice_id": VOICE}
+
+    async def main() -> tuple[list[dict[str, Any]], int | None, float]:
+        async with wire.connect(server, "/ws/tts/multi") as ws:
+            await ws.send({"text": " ", "context_id": "idle", "voice_settings": vs})
+            await ws.send(
+                {"text": "Spoken while the server drains.", "context_id": "busy", "voice_settings": vs}
+            )
+            await ws.send({"flush": True, "context_id": "busy"})
+            frames = [await ws.recv() for _ in range(3)]
+            started = time.perf_counter()
+            drain_in_background(server, 10.0)
+            frames += await ws.recv_until(
+                lambda f: f.get("final") and f.get("context_id") == "busy", timeout=8
+            )
+            with pytest.raises(ConnectionClosed):
+                await ws.recv(timeout=5)
+            return frames, ws.ws.close_code, time.perf_counter() - started
+
+    frames, code, waited = wire.run(main())
+    busy_audio = sum(f["samples"] / f["sr"] for f in frames if "audio" in f and f["context_id"] == "busy")
+    assert busy_audio == pytest.approx(len("Spoken while the server drains.") * 0.04, abs=0.1)
+    assert code == 1012 and 0.5 < waited < 5
