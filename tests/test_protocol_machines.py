@@ -2867,3 +2867,47 @@ def test_client_machines_under_arbitrary_server_frames(ops: list[Any]) -> None:
             assert isinstance(out, RxTtsError) or out.context_id == getattr(op, "context_id", None)
         assert len(multi.contexts) <= multi.config.max_contexts
         [(_, _)] = tts.receive(op)
+
+
+# -- timers in virtual time: the core never reads the clock ---------------------------------
+
+
+def test_s8a_idle_timer_is_held_while_output_is_busy_and_counts_from_the_later_end() -> None:
+    s, _ = stream_server()
+    cmds = s.receive(text("Unfinished", voice_id=1), now=10.0)
+    assert ArmTimer("turn-0", 15.0) in cmds  # S-8: 5 s after the last text
+    assert s.receive(text(" more"), now=11.0)[-1] == ArmTimer("turn-0", 16.0)
+    assert s.output_idle(False, 12.0) == [CancelTimer("turn-0")]  # audio being paced out
+    assert s.timer_fired("turn-0", 16.0) == []  # held: not silence (S-8a)
+    assert s.output_idle(True, 14.0) == [ArmTimer("turn-0", 19.0)]  # later of 11 and 14
+    assert s.timer_fired("turn-0", 18.9) == []  # early (a stale handle): ignored
+    cmds = s.timer_fired("turn-0", 19.0)
+    assert core(cmds) == [Send((WarningFrame(AUTO_FLUSH_WARNING),)), Flush("turn-0")]
+    assert CancelTimer("turn-0") in cmds and s.open_turn is None
+
+
+def test_s8a_idle_seconds_is_the_machines_setting_and_flush_disarms() -> None:
+    s = StreamServer(idle_seconds=0.5)
+    assert ArmTimer("turn-0", 3.5) in s.receive(text("Hi", voice_id=1), now=3.0)
+    cmds = s.receive(FlushFrame(), now=3.2)
+    assert CancelTimer("turn-0") in cmds and Flush("turn-0") in cmds
+    assert s.timer_fired("turn-0", 3.5) == []  # the turn is ending: nothing to time out
+
+
+def test_m10_inactivity_timer_rearms_on_frames_busy_timers_and_idle_output() -> None:
+    s, _ = multi_server(default_inactivity_timeout=20.0)
+    assert ArmTimer("a", 20.0) in s.receive(ctx_text("a", "One.", True), now=0.0)
+    assert s.timer_fired("a", 19.0) == []  # not due yet
+    assert s.timer_fired("a", 20.0) == [ArmTimer("a", 40.0)]  # a flush is pending: busy
+    assert s.output_idle("a", False, 21.0) == []
+    assert s.output_idle("a", True, 25.0) == [ArmTimer("a", 45.0)]  # idle counts from here
+    core(s.flush_done("a"))
+    cmds = s.timer_fired("a", 45.0)
+    assert core(cmds) == [CancelPipeline("a"), Purge(frozenset({"a"})), Send((ContextTimeoutFrame("a"),))]
+    assert CancelTimer("a") in cmds and s.open_contexts == []
+
+
+def test_m10_client_inactivity_timeout_beats_the_servers() -> None:
+    s, _ = multi_server(default_inactivity_timeout=20.0)
+    cmds = s.receive(ctx_text("a", " ", inactivity_timeout=3.0), now=1.0)
+    assert ArmTimer("a", 4.0) in cmds  # PROTOCOL U-8: the client's value first

@@ -12,6 +12,18 @@ The tables below are generated from the executed tables (``render_table``);
 is absent is illegal: a client frame gets the ``PROTOCOL_ERROR`` frame, a pipeline event
 (a late result of a cancelled pipeline, PROTOCOL S-5) is dropped.
 
+Word timestamps (PROTOCOL 3.3, issue 17) are relative to the whole turn, request or
+context, never to the chunk: ``start_ms``/``end_ms`` count from its first audio sample
+(monotonic over its chunks) and ``char_start``/``char_end`` index the text the client
+sent to it: on ``/ws/tts`` the request's ``text``; on ``/ws/tts/stream`` the
+concatenation of the turn's ``text`` values in arrival order (a new turn starts at 0);
+on ``/ws/tts/multi`` the concatenation of the context's ``text`` values.
+
+Billing (PROTOCOL M-7a): ``usage`` of a gracefully ended turn/context counts all its
+audio (all of it is sent before the terminal frame); a context closed ``immediate``
+bills only the audio the I/O layer reported written (:meth:`MultiServer.audio_sent`);
+a cancelled stream turn reports no usage at all (S-5: no ``session_closed``).
+
 ``/ws/tts/stream`` socket (PROTOCOL 5; the open turn is the one taking text)::
 
     state   event            next    effects
