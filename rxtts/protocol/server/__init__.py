@@ -26,102 +26,102 @@ a cancelled stream turn reports no usage at all (S-5: no ``session_closed``).
 
 ``/ws/tts/stream`` socket (PROTOCOL 5; the open turn is the one taking text)::
 
-    state   event            next    effects
-    ------  ---------------  ------  -----------------------------------------
-    IDLE    TEXT             OPEN    merge_config, open_turn, append, arm_idle
-    OPEN    TEXT             OPEN    merge_config, append, arm_idle
-    IDLE    TEXT_FLUSH       IDLE    merge_config, open_turn, append, end_turn
-    OPEN    TEXT_FLUSH       IDLE    merge_config, append, end_turn
-    IDLE    VOICELESS        IDLE    merge_config, missing_voice
-    IDLE    BLANK            IDLE    merge_config
-    OPEN    BLANK            OPEN    merge_config, append, arm_idle
-    IDLE    FLUSH            IDLE    merge_config, empty_close
-    OPEN    FLUSH            IDLE    merge_config, append, end_turn
-    IDLE    CLOSE            IDLE    empty_close
-    OPEN    CLOSE            IDLE    end_turn
-    IDLE    CANCEL           IDLE    cancel_all, interrupted
-    OPEN    CANCEL           IDLE    cancel_all, interrupted
-    IDLE    UPDATE_SETTINGS  IDLE    merge_settings, settings_updated
-    OPEN    UPDATE_SETTINGS  OPEN    merge_settings, settings_updated
-    IDLE    CLOSE_SOCKET     CLOSED  empty_close, close_socket
-    OPEN    CLOSE_SOCKET     CLOSED  end_turn, close_socket
-    OPEN    IDLE_TIMER       IDLE    warn_idle, end_turn
-    IDLE    IDLE_TIMER       IDLE    -
-    CLOSED  IDLE_TIMER       CLOSED  -
+    state   event            next    effects                                    rule
+    ------  ---------------  ------  -----------------------------------------  -------------
+    IDLE    TEXT             OPEN    merge_config, open_turn, append, arm_idle  S-1, S-2, S-8
+    OPEN    TEXT             OPEN    merge_config, append, arm_idle             S-2, S-8
+    IDLE    TEXT_FLUSH       IDLE    merge_config, open_turn, append, end_turn  S-3
+    OPEN    TEXT_FLUSH       IDLE    merge_config, append, end_turn             S-3
+    IDLE    VOICELESS        IDLE    merge_config, missing_voice                3.4
+    IDLE    BLANK            IDLE    merge_config                               S-9
+    OPEN    BLANK            OPEN    merge_config, append, arm_idle             S-2
+    IDLE    FLUSH            IDLE    merge_config, empty_close                  S-4
+    OPEN    FLUSH            IDLE    merge_config, append, end_turn             S-3
+    IDLE    CLOSE            IDLE    empty_close                                S-4
+    OPEN    CLOSE            IDLE    end_turn                                   S-4
+    IDLE    CANCEL           IDLE    cancel_all, interrupted                    S-5
+    OPEN    CANCEL           IDLE    cancel_all, interrupted                    S-5
+    IDLE    UPDATE_SETTINGS  IDLE    merge_settings, settings_updated           S-7
+    OPEN    UPDATE_SETTINGS  OPEN    merge_settings, settings_updated           S-7
+    IDLE    CLOSE_SOCKET     CLOSED  empty_close, close_socket                  S-10
+    OPEN    CLOSE_SOCKET     CLOSED  end_turn, close_socket                     S-10
+    OPEN    IDLE_TIMER       IDLE    warn_idle, end_turn                        S-8, S-8a
+    IDLE    IDLE_TIMER       IDLE    -                                          S-8
+    CLOSED  IDLE_TIMER       CLOSED  -                                          S-8
 
 ``/ws/tts/stream`` turn pipelines (pipeline events of a turn)::
 
-    state   event       next    effects
-    ------  ----------  ------  -------------------------------------------
-    ENDING  FLUSH_DONE  CLOSED  final, session_closed, forget
-    OPEN    ERROR       CLOSED  cancel, error_frame, session_closed, forget
-    ENDING  ERROR       CLOSED  cancel, error_frame, session_closed, forget
+    state   event       next    effects                                      rule
+    ------  ----------  ------  -------------------------------------------  --------
+    ENDING  FLUSH_DONE  CLOSED  final, session_closed, forget                S-3, S-6
+    OPEN    ERROR       CLOSED  cancel, error_frame, session_closed, forget  4.2
+    ENDING  ERROR       CLOSED  cancel, error_frame, session_closed, forget  4.2
 
 ``/ws/tts/multi`` socket (PROTOCOL 6)::
 
-    state  event             next     effects
-    -----  ----------------  -------  --------------------------------
-    OPEN   CONTEXT_FRAME     OPEN     dispatch
-    OPEN   PREP              OPEN     merge_config
-    OPEN   CONTEXTLESS_TEXT  OPEN     context_id_required
-    OPEN   UPDATE_SETTINGS   OPEN     merge_settings, settings_updated
-    OPEN   CLOSE_SOCKET      CLOSING  close_all, maybe_close
+    state  event             next     effects                           rule
+    -----  ----------------  -------  --------------------------------  ----
+    OPEN   CONTEXT_FRAME     OPEN     dispatch                          M-5
+    OPEN   PREP              OPEN     merge_config                      M-3
+    OPEN   CONTEXTLESS_TEXT  OPEN     context_id_required               M-12
+    OPEN   UPDATE_SETTINGS   OPEN     merge_settings, settings_updated  M-11
+    OPEN   CLOSE_SOCKET      CLOSING  close_all, maybe_close            M-8
 
 ``/ws/tts/multi`` contexts (PROTOCOL 6; ``ABSENT``/``NO_SLOT``: an unknown id with a
 free slot / with 20 open contexts)::
 
-    state    event            next     effects
-    -------  ---------------  -------  -----------------------------------
-    ABSENT   TEXT             OPEN     create, append, touch
-    ABSENT   TEXT_FLUSH       OPEN     create, append, flush, touch
-    ABSENT   VOICELESS        OPEN     create, missing_voice, touch
-    ABSENT   BLANK            OPEN     create, touch
-    ABSENT   FLUSH            OPEN     create, flush, touch
-    NO_SLOT  TEXT             NO_SLOT  too_many
-    NO_SLOT  TEXT_FLUSH       NO_SLOT  too_many
-    NO_SLOT  VOICELESS        NO_SLOT  too_many
-    NO_SLOT  BLANK            NO_SLOT  too_many
-    NO_SLOT  FLUSH            NO_SLOT  too_many
-    ABSENT   CLOSE            ABSENT   unknown_closed
-    NO_SLOT  CLOSE            NO_SLOT  unknown_closed
-    ABSENT   CLOSE_IMMEDIATE  ABSENT   unknown_closed
-    NO_SLOT  CLOSE_IMMEDIATE  NO_SLOT  unknown_closed
-    OPEN     TEXT             OPEN     append, touch
-    OPEN     TEXT_FLUSH       OPEN     append, flush, touch
-    OPEN     VOICELESS        OPEN     missing_voice, touch
-    OPEN     BLANK            OPEN     touch
-    OPEN     FLUSH            OPEN     flush, touch
-    OPEN     CLOSE            CLOSING  flush, touch
-    CLOSING  TEXT             CLOSING  closing
-    CLOSING  TEXT_FLUSH       CLOSING  closing
-    CLOSING  VOICELESS        CLOSING  closing
-    CLOSING  BLANK            CLOSING  closing
-    CLOSING  FLUSH            CLOSING  closing
-    CLOSING  CLOSE            CLOSING  -
-    OPEN     CLOSE_IMMEDIATE  ABSENT   cancel, closed_sent, forget
-    CLOSING  CLOSE_IMMEDIATE  ABSENT   cancel, closed_sent, forget
-    OPEN     TIMER            ABSENT   cancel, timeout, forget
-    OPEN     TIMER_BUSY       OPEN     touch
-    CLOSING  TIMER            CLOSING  -
-    CLOSING  TIMER_BUSY       CLOSING  -
-    OPEN     FLUSH_DONE       OPEN     final
-    CLOSING  FLUSH_DONE       CLOSING  final
-    CLOSING  LAST_FLUSH_DONE  ABSENT   final, closed, forget
-    OPEN     ERROR            ABSENT   error_frame, cancel, closed, forget
-    CLOSING  ERROR            ABSENT   error_frame, cancel, closed, forget
+    state    event            next     effects                              rule
+    -------  ---------------  -------  -----------------------------------  ---------
+    ABSENT   TEXT             OPEN     create, append, touch                M-1, M-2
+    ABSENT   TEXT_FLUSH       OPEN     create, append, flush, touch         M-1, M-6
+    ABSENT   VOICELESS        OPEN     create, missing_voice, touch         M-1, 6.1
+    ABSENT   BLANK            OPEN     create, touch                        M-1, M-4
+    ABSENT   FLUSH            OPEN     create, flush, touch                 M-1, M-6
+    NO_SLOT  TEXT             NO_SLOT  too_many                             M-9
+    NO_SLOT  TEXT_FLUSH       NO_SLOT  too_many                             M-9
+    NO_SLOT  VOICELESS        NO_SLOT  too_many                             M-9
+    NO_SLOT  BLANK            NO_SLOT  too_many                             M-9
+    NO_SLOT  FLUSH            NO_SLOT  too_many                             M-9
+    ABSENT   CLOSE            ABSENT   unknown_closed                       M-7
+    NO_SLOT  CLOSE            NO_SLOT  unknown_closed                       M-7
+    ABSENT   CLOSE_IMMEDIATE  ABSENT   unknown_closed                       M-7
+    NO_SLOT  CLOSE_IMMEDIATE  NO_SLOT  unknown_closed                       M-7
+    OPEN     TEXT             OPEN     append, touch                        M-4
+    OPEN     TEXT_FLUSH       OPEN     append, flush, touch                 M-6
+    OPEN     VOICELESS        OPEN     missing_voice, touch                 6.1
+    OPEN     BLANK            OPEN     touch                                M-4
+    OPEN     FLUSH            OPEN     flush, touch                         M-6
+    OPEN     CLOSE            CLOSING  flush, touch                         M-7
+    CLOSING  TEXT             CLOSING  closing                              M-7
+    CLOSING  TEXT_FLUSH       CLOSING  closing                              M-7
+    CLOSING  VOICELESS        CLOSING  closing                              M-7
+    CLOSING  BLANK            CLOSING  closing                              M-7
+    CLOSING  FLUSH            CLOSING  closing                              M-7
+    CLOSING  CLOSE            CLOSING  -                                    M-7
+    OPEN     CLOSE_IMMEDIATE  ABSENT   cancel, closed_sent, forget          M-7, M-7a
+    CLOSING  CLOSE_IMMEDIATE  ABSENT   cancel, closed_sent, forget          M-7, M-7a
+    OPEN     TIMER            ABSENT   cancel, timeout, forget              M-10
+    OPEN     TIMER_BUSY       OPEN     touch                                M-10
+    CLOSING  TIMER            CLOSING  -                                    M-7
+    CLOSING  TIMER_BUSY       CLOSING  -                                    M-7
+    OPEN     FLUSH_DONE       OPEN     final                                M-6
+    CLOSING  FLUSH_DONE       CLOSING  final                                M-6
+    CLOSING  LAST_FLUSH_DONE  ABSENT   final, closed, forget                M-7
+    OPEN     ERROR            ABSENT   error_frame, cancel, closed, forget  M-12
+    CLOSING  ERROR            ABSENT   error_frame, cancel, closed, forget  M-12
 
 ``/ws/tts`` (PROTOCOL 4, T-1..T-3)::
 
-    state  event       next  effects
-    -----  ----------  ----  ---------------
-    IDLE   REQUEST     BUSY  enqueue
-    BUSY   REQUEST     BUSY  enqueue
-    IDLE   REFUSAL     IDLE  reply
-    BUSY   REFUSAL     BUSY  reply
-    BUSY   DONE        BUSY  final, pay_owed
-    BUSY   LAST_DONE   IDLE  final, pay_owed
-    BUSY   ERROR       BUSY  fail, pay_owed
-    BUSY   LAST_ERROR  IDLE  fail, pay_owed
+    state  event       next  effects          rule
+    -----  ----------  ----  ---------------  --------
+    IDLE   REQUEST     BUSY  enqueue          T-1, T-2
+    BUSY   REQUEST     BUSY  enqueue          T-1, T-2
+    IDLE   REFUSAL     IDLE  reply            T-2, T-3
+    BUSY   REFUSAL     BUSY  reply            T-2, T-3
+    BUSY   DONE        BUSY  final, pay_owed  T-1
+    BUSY   LAST_DONE   IDLE  final, pay_owed  T-1
+    BUSY   ERROR       BUSY  fail, pay_owed   4.2
+    BUSY   LAST_ERROR  IDLE  fail, pay_owed   4.2
 """
 
 from __future__ import annotations

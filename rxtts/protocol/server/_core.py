@@ -196,6 +196,8 @@ class Transition(Generic[S, F]):
 
     next: S
     effects: tuple[F, ...] = ()
+    rule: str = ""
+    """The PROTOCOL rules (sections) the row enforces."""
 
 
 Table: TypeAlias = Mapping[tuple[S, E], Transition[S, F]]
@@ -203,19 +205,21 @@ Table: TypeAlias = Mapping[tuple[S, E], Transition[S, F]]
 
 def render_table(table: Mapping[tuple[S, E], Transition[S, F]]) -> str:
     """The table as the text block shown in this module's docstring."""
-    rows = [("state", "event", "next", "effects")]
+    rows = [("state", "event", "next", "effects", "rule")]
     for (state, event), t in table.items():
         effects = ", ".join(f.name.lower() for f in t.effects) or "-"
-        rows.append((state.name, event.name, t.next.name, effects))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        rows.append((state.name, event.name, t.next.name, effects, t.rule or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["    " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "    " + "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def _row(states: Iterable[S], event: E, nxt: S | None, *effects: F) -> dict[tuple[S, E], Transition[S, F]]:
+def _row(
+    states: Iterable[S], event: E, nxt: S | None, *effects: F, rule: str = ""
+) -> dict[tuple[S, E], Transition[S, F]]:
     """Rows for ``event`` in each of ``states``; ``nxt=None`` keeps the state."""
-    return {(s, event): Transition(nxt if nxt is not None else s, tuple(effects)) for s in states}
+    return {(s, event): Transition(nxt if nxt is not None else s, tuple(effects), rule) for s in states}
 
 
 # -- per-pipeline bookkeeping ---------------------------------------------------------

@@ -117,25 +117,43 @@ class StreamEffect(Enum):
 _SS, _SE, _SF = StreamState, StreamEvent, StreamEffect
 _ANY_STREAM = (_SS.IDLE, _SS.OPEN)
 STREAM_TABLE: Table[StreamState, StreamEvent, StreamEffect] = {
-    **_row([_SS.IDLE], _SE.TEXT, _SS.OPEN, _SF.MERGE_CONFIG, _SF.OPEN_TURN, _SF.APPEND, _SF.ARM_IDLE),
-    **_row([_SS.OPEN], _SE.TEXT, _SS.OPEN, _SF.MERGE_CONFIG, _SF.APPEND, _SF.ARM_IDLE),
-    **_row([_SS.IDLE], _SE.TEXT_FLUSH, _SS.IDLE, _SF.MERGE_CONFIG, _SF.OPEN_TURN, _SF.APPEND, _SF.END_TURN),
-    **_row([_SS.OPEN], _SE.TEXT_FLUSH, _SS.IDLE, _SF.MERGE_CONFIG, _SF.APPEND, _SF.END_TURN),
-    **_row([_SS.IDLE], _SE.VOICELESS, _SS.IDLE, _SF.MERGE_CONFIG, _SF.MISSING_VOICE),
+    **_row(
+        [_SS.IDLE],
+        _SE.TEXT,
+        _SS.OPEN,
+        _SF.MERGE_CONFIG,
+        _SF.OPEN_TURN,
+        _SF.APPEND,
+        _SF.ARM_IDLE,
+        rule="S-1, S-2, S-8",
+    ),
+    **_row([_SS.OPEN], _SE.TEXT, _SS.OPEN, _SF.MERGE_CONFIG, _SF.APPEND, _SF.ARM_IDLE, rule="S-2, S-8"),
+    **_row(
+        [_SS.IDLE],
+        _SE.TEXT_FLUSH,
+        _SS.IDLE,
+        _SF.MERGE_CONFIG,
+        _SF.OPEN_TURN,
+        _SF.APPEND,
+        _SF.END_TURN,
+        rule="S-3",
+    ),
+    **_row([_SS.OPEN], _SE.TEXT_FLUSH, _SS.IDLE, _SF.MERGE_CONFIG, _SF.APPEND, _SF.END_TURN, rule="S-3"),
+    **_row([_SS.IDLE], _SE.VOICELESS, _SS.IDLE, _SF.MERGE_CONFIG, _SF.MISSING_VOICE, rule="3.4"),
     # S-9: blank text opens nothing; inside a turn it is spacing between tokens.
-    **_row([_SS.IDLE], _SE.BLANK, _SS.IDLE, _SF.MERGE_CONFIG),
-    **_row([_SS.OPEN], _SE.BLANK, _SS.OPEN, _SF.MERGE_CONFIG, _SF.APPEND, _SF.ARM_IDLE),
-    **_row([_SS.IDLE], _SE.FLUSH, _SS.IDLE, _SF.MERGE_CONFIG, _SF.EMPTY_CLOSE),
-    **_row([_SS.OPEN], _SE.FLUSH, _SS.IDLE, _SF.MERGE_CONFIG, _SF.APPEND, _SF.END_TURN),
-    **_row([_SS.IDLE], _SE.CLOSE, _SS.IDLE, _SF.EMPTY_CLOSE),
-    **_row([_SS.OPEN], _SE.CLOSE, _SS.IDLE, _SF.END_TURN),
+    **_row([_SS.IDLE], _SE.BLANK, _SS.IDLE, _SF.MERGE_CONFIG, rule="S-9"),
+    **_row([_SS.OPEN], _SE.BLANK, _SS.OPEN, _SF.MERGE_CONFIG, _SF.APPEND, _SF.ARM_IDLE, rule="S-2"),
+    **_row([_SS.IDLE], _SE.FLUSH, _SS.IDLE, _SF.MERGE_CONFIG, _SF.EMPTY_CLOSE, rule="S-4"),
+    **_row([_SS.OPEN], _SE.FLUSH, _SS.IDLE, _SF.MERGE_CONFIG, _SF.APPEND, _SF.END_TURN, rule="S-3"),
+    **_row([_SS.IDLE], _SE.CLOSE, _SS.IDLE, _SF.EMPTY_CLOSE, rule="S-4"),
+    **_row([_SS.OPEN], _SE.CLOSE, _SS.IDLE, _SF.END_TURN, rule="S-4"),
     # S-5: interrupted even when no turn is open (PY waits for it).
-    **_row(_ANY_STREAM, _SE.CANCEL, _SS.IDLE, _SF.CANCEL_ALL, _SF.INTERRUPTED),
-    **_row(_ANY_STREAM, _SE.UPDATE_SETTINGS, None, _SF.MERGE_SETTINGS, _SF.SETTINGS_UPDATED),
-    **_row([_SS.IDLE], _SE.CLOSE_SOCKET, _SS.CLOSED, _SF.EMPTY_CLOSE, _SF.CLOSE_SOCKET),
-    **_row([_SS.OPEN], _SE.CLOSE_SOCKET, _SS.CLOSED, _SF.END_TURN, _SF.CLOSE_SOCKET),
-    **_row([_SS.OPEN], _SE.IDLE_TIMER, _SS.IDLE, _SF.WARN_IDLE, _SF.END_TURN),
-    **_row([_SS.IDLE, _SS.CLOSED], _SE.IDLE_TIMER, None),  # stale timer
+    **_row(_ANY_STREAM, _SE.CANCEL, _SS.IDLE, _SF.CANCEL_ALL, _SF.INTERRUPTED, rule="S-5"),
+    **_row(_ANY_STREAM, _SE.UPDATE_SETTINGS, None, _SF.MERGE_SETTINGS, _SF.SETTINGS_UPDATED, rule="S-7"),
+    **_row([_SS.IDLE], _SE.CLOSE_SOCKET, _SS.CLOSED, _SF.EMPTY_CLOSE, _SF.CLOSE_SOCKET, rule="S-10"),
+    **_row([_SS.OPEN], _SE.CLOSE_SOCKET, _SS.CLOSED, _SF.END_TURN, _SF.CLOSE_SOCKET, rule="S-10"),
+    **_row([_SS.OPEN], _SE.IDLE_TIMER, _SS.IDLE, _SF.WARN_IDLE, _SF.END_TURN, rule="S-8, S-8a"),
+    **_row([_SS.IDLE, _SS.CLOSED], _SE.IDLE_TIMER, None, rule="S-8"),  # stale timer
 }
 """Executed by :meth:`StreamServer.receive` and :meth:`StreamServer.timer_fired`."""
 
@@ -162,7 +180,9 @@ class TurnEffect(Enum):
 
 _TS, _TE, _TF = PipelineState, TurnEvent, TurnEffect
 TURN_TABLE: Table[PipelineState, TurnEvent, TurnEffect] = {
-    **_row([_TS.ENDING], _TE.FLUSH_DONE, _TS.CLOSED, _TF.FINAL, _TF.SESSION_CLOSED, _TF.FORGET),
+    **_row(
+        [_TS.ENDING], _TE.FLUSH_DONE, _TS.CLOSED, _TF.FINAL, _TF.SESSION_CLOSED, _TF.FORGET, rule="S-3, S-6"
+    ),
     **_row(
         [_TS.OPEN, _TS.ENDING],
         _TE.ERROR,
@@ -171,6 +191,7 @@ TURN_TABLE: Table[PipelineState, TurnEvent, TurnEffect] = {
         _TF.ERROR_FRAME,
         _TF.SESSION_CLOSED,
         _TF.FORGET,
+        rule="4.2",
     ),
 }
 """Executed by :meth:`StreamServer.flush_done` and :meth:`StreamServer.error`."""

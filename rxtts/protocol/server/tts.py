@@ -80,12 +80,12 @@ class TtsEffect(Enum):
 
 _TTS, _TTE, _TTF = TtsState, TtsEvent, TtsEffect
 TTS_TABLE: Table[TtsState, TtsEvent, TtsEffect] = {
-    **_row([_TTS.IDLE, _TTS.BUSY], _TTE.REQUEST, _TTS.BUSY, _TTF.ENQUEUE),
-    **_row([_TTS.IDLE, _TTS.BUSY], _TTE.REFUSAL, None, _TTF.REPLY),
-    **_row([_TTS.BUSY], _TTE.DONE, None, _TTF.FINAL, _TTF.PAY_OWED),
-    **_row([_TTS.BUSY], _TTE.LAST_DONE, _TTS.IDLE, _TTF.FINAL, _TTF.PAY_OWED),
-    **_row([_TTS.BUSY], _TTE.ERROR, None, _TTF.FAIL, _TTF.PAY_OWED),
-    **_row([_TTS.BUSY], _TTE.LAST_ERROR, _TTS.IDLE, _TTF.FAIL, _TTF.PAY_OWED),
+    **_row([_TTS.IDLE, _TTS.BUSY], _TTE.REQUEST, _TTS.BUSY, _TTF.ENQUEUE, rule="T-1, T-2"),
+    **_row([_TTS.IDLE, _TTS.BUSY], _TTE.REFUSAL, None, _TTF.REPLY, rule="T-2, T-3"),
+    **_row([_TTS.BUSY], _TTE.DONE, None, _TTF.FINAL, _TTF.PAY_OWED, rule="T-1"),
+    **_row([_TTS.BUSY], _TTE.LAST_DONE, _TTS.IDLE, _TTF.FINAL, _TTF.PAY_OWED, rule="T-1"),
+    **_row([_TTS.BUSY], _TTE.ERROR, None, _TTF.FAIL, _TTF.PAY_OWED, rule="4.2"),
+    **_row([_TTS.BUSY], _TTE.LAST_ERROR, _TTS.IDLE, _TTF.FAIL, _TTF.PAY_OWED, rule="4.2"),
 }
 """Executed by :meth:`TtsServer.receive`, ``refuse``, ``flush_done`` and ``error``."""
 
