@@ -130,16 +130,16 @@ class Connection:
         return self.app.options.max_lead_seconds
 
     def interleaved(self) -> bool:
-        """Whether frames of different lanes may overtake each other (multi)."""
-        return False
+        """Whether frames of different lanes may overtake each other (the machine's rule)."""
+        return self.machine.INTERLEAVED
 
     def pace_key(self, key: str) -> str:
-        """Which playback clock a pipeline's audio runs on (stream: one per socket)."""
-        return ""
+        """Which playback clock a pipeline's audio runs on (the machine's rule)."""
+        return self.machine.pace_key(key)
 
     def lane(self, frame: ServerFrame) -> str | None:
-        """The ordering lane of ``frame`` (stream, tts: one lane, strict order)."""
-        return ""
+        """The ordering lane of ``frame`` (the machine's rule, PROTOCOL M-5, S-6, T-2)."""
+        return self.machine.lane(frame)
 
     def buffered_chars(self, frame: ClientFrame) -> int:
         """Unspoken characters of the turn/context ``frame`` adds to (every one here)."""
@@ -439,17 +439,6 @@ class MultiConnection(Connection):
             default_inactivity_timeout=app.options.inactivity_timeout,
         )
         super().__init__(app, sock)
-
-    def interleaved(self) -> bool:
-        return True
-
-    def lane(self, frame: ServerFrame) -> str | None:
-        # PROTOCOL M-5: per-context order; contexts may interleave.
-        context_id: str | None = getattr(frame, "context_id", None)
-        return context_id
-
-    def pace_key(self, key: str) -> str:
-        return key  # each context is its own speaker
 
     def buffered_chars(self, frame: ClientFrame) -> int:
         cid = getattr(frame, "context_id", None)

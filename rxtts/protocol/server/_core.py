@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, auto
-from typing import Generic, TypeAlias, TypeVar
+from typing import ClassVar, Generic, TypeAlias, TypeVar
 
 from rxtts.config import VoiceSettings
 from rxtts.errors import ProtocolError
@@ -273,6 +273,18 @@ class _Machine:
 
     pricing: Pricing = field(default_factory=Pricing)
     pipelines: dict[str, _Pipeline] = field(default_factory=dict)
+
+    #: Whether frames of different lanes may overtake each other (multi, M-5).
+    INTERLEAVED: ClassVar[bool] = False
+
+    def lane(self, frame: ServerFrame) -> str | None:
+        """The ordering lane of ``frame``: frames leave in order within a lane (stream,
+        tts: one lane, strict order, S-6, T-2); ``None`` keeps its place among all."""
+        return ""
+
+    def pace_key(self, key: str) -> str:
+        """Whose playback clock pipeline ``key``'s audio runs on (stream: the socket's)."""
+        return ""
 
     def _live(self, key: str) -> _Pipeline | None:
         p = self.pipelines.get(key)

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, auto
+from typing import ClassVar
 
 from rxtts.config import DEFAULT_SCHEDULE, MAX_CONTEXTS, VoiceSettings
 from rxtts.errors import ProtocolError
@@ -19,6 +20,7 @@ from rxtts.protocol.frames import (
     ErrorFrame,
     FinalFrame,
     FlushFrame,
+    ServerFrame,
     SessionClosedFrame,
     SettingsUpdatedFrame,
     TextFrame,
@@ -231,6 +233,18 @@ class MultiServer(_Machine):
     state: MultiState = MultiState.OPEN
     output_busy: set[str] = field(default_factory=set)
     """Contexts whose audio is still made or unsent (:meth:`output_idle`)."""
+
+    INTERLEAVED: ClassVar[bool] = True
+
+    def lane(self, frame: ServerFrame) -> str | None:
+        """PROTOCOL M-5: per-context order, contexts interleave; socket frames
+        (``session_closed``, settings acks) overtake nothing."""
+        context_id: str | None = getattr(frame, "context_id", None)
+        return context_id
+
+    def pace_key(self, key: str) -> str:
+        """Each context is its own speaker (PROTOCOL 6.1: one plays, another pre-buffers)."""
+        return key
 
     @property
     def closing_socket(self) -> bool:
