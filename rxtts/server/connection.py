@@ -380,7 +380,7 @@ class Connection:
         return text
 
     def _sent(self, item: QueuedFrame) -> None:
-        """A frame was written to the socket (M-7a billing, S-8a idleness, G-11)."""
+        """A frame was handed to the socket (M-7a billing, S-8a idleness, G-11)."""
         if item.key is None:
             self._maybe_drain_close()
             return

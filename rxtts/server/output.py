@@ -186,9 +186,12 @@ class OutputQueue:
                 self._per_key[item.key] -= 1
             self._queued_bytes -= len(item.text)
             self._flow()
+            # Handed to the socket now: billed (M-7a) and no longer pending (S-8a) even
+            # if a cancel arrives while the write waits; TCP delivers it before any
+            # later frame.
+            self._on_sent(item)
             if not await self._write(item):
                 return
-            self._on_sent(item)
 
     async def _write(self, item: QueuedFrame) -> bool:
         try:
