@@ -197,3 +197,68 @@ def test_sdk_piper_stream_and_session_speak_real_speech(piper_server):
         assert 1.0 < pcm_seconds(chunks) < 4.0
     finally:
         client.close()
+
+
+S8A_TEXT = (
+    "Hello there. How are you today? I am fine, thank you very much for asking me that. "
+    "The weather is lovely here, and the sea is calm."
+)
+
+
+def mid_word_tokens(text: str, size: int = 4) -> list[str]:
+    """``text`` in ``size``-character tokens, so most tokens end inside a word."""
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def test_sdk_token_stream_with_flush_timeout_is_one_turn_never_cut_mid_word(
+    piper_engine, server_factory, monkeypatch
+):
+    """PROTOCOL S-8a regression: kugelaudio 2.7.0 used as documented (``send(token,
+    flush=False)`` per token, then ``flush()``) with ``flush_timeout_ms`` 500 against
+    paced audio. The SDK reads audio inside ``send()`` and sends no text meanwhile (up
+    to its 2 s linger after ``chunk_complete``); that silence is not idleness while
+    audio is still paced out, and an idle release never cuts inside a word."""
+    from rxtts.protocol.server import StreamServer
+
+    chunks: list[str] = []
+    real = StreamServer.chunk_started
+
+    def spy(self: StreamServer, key: str, text: str):  # records every chunk the server speaks
+        chunks.append(text)
+        return real(self, key, text)
+
+    monkeypatch.setattr(StreamServer, "chunk_started", spy)
+    server = server_factory(piper_engine, max_lead_seconds=1.0)
+    client = client_for(server)
+    tokens = mid_word_tokens(S8A_TEXT)
+    received: list[float] = []
+
+    async def main() -> dict:
+        async with client.tts.streaming_session(voice_id=client.voices.list().voices[0].id) as s:
+            for token in tokens:
+                # ~50 ms per token (the SDK's first-read poll): ~20-35 tokens/s.
+                async for c in s.send(token, flush=False):
+                    received.append(len(c.audio) // 2 / c.sample_rate)
+                await asyncio.sleep(0.01)
+            async for c in s.flush():
+                received.append(len(c.audio) // 2 / c.sample_rate)
+            final = s.last_final
+            assert final is not None
+            return final
+
+    try:
+        started = time.monotonic()
+        final = asyncio.run(main())
+        elapsed = time.monotonic() - started
+    finally:
+        client.close()
+    words = set(S8A_TEXT.split())
+    assert len(chunks) >= 2, chunks
+    for chunk in chunks:  # every chunk is whole words of the text, in order
+        assert chunk.split() and set(chunk.split()) <= words, chunks
+    assert " ".join(chunks).split() == S8A_TEXT.split()
+    # One turn: the turn's final accounts for every second of audio the client got.
+    frame = 0.08
+    assert final["total_text_chunks"] == len(chunks)
+    assert abs(final["total_audio_seconds"] - sum(received)) <= frame + 1e-3
+    assert elapsed < 60

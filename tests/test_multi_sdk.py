@@ -15,6 +15,7 @@ via ``telemetry=False`` and ``KUGELAUDIO_TELEMETRY=0``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -232,3 +233,41 @@ def test_sdk_usage_and_id_reuse_match_rxtts(tone_server: RunningServer, sdk: Any
     assert [round(hz) for _, _, hz in ours] == [200, 252]  # reused id, new voice
     for (seconds, samples, _), (_, _, text) in zip(ours, lives, strict=True):
         assert samples == tone_samples(text) and seconds == pytest.approx(samples / RATE, abs=1e-3)
+
+
+def test_sdk_multi_recreates_its_contexts_after_a_drain(sdk: Any) -> None:
+    """PROTOCOL 10, G-11: an idle multi socket gets 1012 at once when the server drains;
+    the PY multi session reconnects on its next send, re-creates its contexts (same
+    voice) on the server that replaced it and speaks there."""
+    import threading
+
+    from rxtts.server.embedded import start_background_server
+
+    first = start_background_server(ToneEngine(), "127.0.0.1", 0, warm_up=False)
+    second: list[RunningServer] = []
+    text = "Spoken after the restart."
+
+    async def main() -> tuple[list[Any], float, float]:
+        async with sdk(first).tts.multi_context_session(language="en") as session:
+            await session.create_context("a", voice_id=1072)
+            started = time.monotonic()
+            drainer = threading.Thread(target=first.drain, args=(30.0,), daemon=True)
+            drainer.start()
+            await asyncio.to_thread(drainer.join, 15)
+            drained = time.monotonic() - started
+            assert not first.running
+            second.append(start_background_server(ToneEngine(), "127.0.0.1", first.port, warm_up=False))
+            started = time.monotonic()
+            chunks = await collect(session.send("a", text, flush=True))
+            return chunks, drained, time.monotonic() - started
+
+    try:
+        chunks, drained, elapsed = run(main())
+    finally:
+        first.stop()
+        for server in second:
+            server.stop()
+    assert drained < 5  # idle: closed at once, not after the 30 s drain timeout
+    assert len(pcm(chunks)) == TONE.samples_for(text)
+    assert abs(dominant_hz(pcm(chunks)) - HZ[1072]) < 8  # the re-created context kept its voice
+    assert elapsed < 10

@@ -9,7 +9,8 @@ Three layers:
    I/O layer reports: ``chunk_started``/``audio``/``chunk_done``/``flush_done``, with the
    transcript's numbers) give server frames compared with the transcript's server frames;
    those, encoded and decoded again, drive the client machine, whose events are checked.
-2. **Table-driven transitions**: illegal ones raise ``LocalProtocolError``; legal ones
+2. **Table-driven transitions**: illegal client intents raise ``LocalProtocolError``,
+   illegal client frames get the server's ``PROTOCOL_ERROR`` frame; legal ones
    produce the documented frames (S-1..S-9, M-1..M-12, T-1..T-3).
 3. **Hypothesis sequences**: random intents, deliveries, pipeline results and timers
    through paired machines, with invariants checked on every frame.
@@ -114,17 +115,23 @@ from rxtts.protocol.frames import (
 from rxtts.protocol.multi_client import ContextState, MultiClient
 from rxtts.protocol.server import (
     AUTO_FLUSH_WARNING,
+    TABLES,
     AppendText,
+    ArmTimer,
     CancelPipeline,
+    CancelTimer,
     CloseSocket,
     Command,
     Flush,
     MultiServer,
     OpenPipeline,
     Pricing,
+    Purge,
     Send,
+    StartPipeline,
     StreamServer,
     TtsServer,
+    render_table,
 )
 
 PRICING = Pricing(cents_per_minute=6.0)
@@ -146,7 +153,23 @@ MULTI_DEFAULTS: Mapping[str, Any] = {"temperature": 0.5, "inactivity_timeout": 2
 PY_KEYS = {"flush_timeout_ms": 500, "max_buffer_length": 1000}
 """Keys PY always sends on a stream config epoch; ``StreamConfig`` leaves them unset."""
 
-COMMAND_TYPES = (OpenPipeline, AppendText, Flush, CancelPipeline, CloseSocket)
+COMMAND_TYPES = (
+    OpenPipeline,
+    StartPipeline,
+    AppendText,
+    Flush,
+    CancelPipeline,
+    Purge,
+    ArmTimer,
+    CancelTimer,
+    CloseSocket,
+)
+TIMERS = (ArmTimer, CancelTimer)
+
+
+def core(cmds: Iterable[Command]) -> list[Command]:
+    """``cmds`` without timer commands (their deadlines are tested on their own)."""
+    return [c for c in cmds if not isinstance(c, TIMERS)]
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -287,7 +310,7 @@ class Outbox:
 
 def feed(server: StreamServer | MultiServer | TtsServer, endpoint: Endpoint, text: str) -> list[Command]:
     """A transcript's client frame, decoded from its JSON, into a server machine."""
-    return server.receive(decode_client_frame(text, endpoint))
+    return core(server.receive(decode_client_frame(text, endpoint)))
 
 
 def speak(
@@ -315,6 +338,16 @@ def speak(
         out.take(server.word_timestamps(key, WordTimestampsFrame(tuple(words))))
     out.take(server.chunk_done(key, audio_seconds, gen_ms))
     return datas
+
+
+def shifted(words: Sequence[WordTimestamp], ms: int, chars: int) -> tuple[WordTimestamp, ...]:
+    """Chunk-relative words moved onto their turn/context (issue 17)."""
+    return tuple(
+        WordTimestamp(
+            w.word, w.start_ms + ms, w.end_ms + ms, w.char_start + chars, w.char_end + chars, w.score
+        )
+        for w in words
+    )
 
 
 def wire_roundtrip(frames: Iterable[ServerFrame]) -> list[ServerFrame]:
@@ -370,7 +403,7 @@ def test_transcript_4_3_tts_two_requests_on_one_socket() -> None:
     # S→C audio idx 0..4 (4 x 2400 + 1920 samples), word_timestamps, final.
     samples = [2400, 2400, 2400, 2400, 1920]
     datas = speak(server, out, "req-0", "Hello world.", samples, 0.48, 60.7, words=HELLO_WORLD_WORDS)
-    out.take(server.flush_done("req-0", native_samples=11520))
+    out.take(core(server.flush_done("req-0", native_samples=11520)))
 
     transcript_final = json.loads(
         '{"final":true,"chunks":5,"total_samples":11520,"dur_ms":480.0,"gen_ms":60.7,"ttfa_ms":5.0,'
@@ -392,7 +425,7 @@ def test_transcript_4_3_tts_two_requests_on_one_socket() -> None:
     assert cmds[0].config.effective_format.value == "ulaw_8000"
     first_len = len(out.frames)
     [mulaw] = speak(server, out, "req-1", "Hi there.", [800], 0.1, 20.0, words=(), enc="mulaw", sr=8000)
-    out.take(server.flush_done("req-1", native_samples=2400))
+    out.take(core(server.flush_done("req-1", native_samples=2400)))
     assert canon(out.json()[first_len:]) == canon(
         [
             audio_json(mulaw, 0, 800, enc="mulaw", sr=8000),  # "<b64 800 B>", idx restarts per request
@@ -478,7 +511,7 @@ def play_5_5a() -> tuple[StreamPlay, list[dict[str, Any]], list[tuple[int | None
     cmds += play.send([*c.send_text("I am "), *c.send_text("fine"), *c.flush()], PY_A_TAIL)
     assert c.state is TurnState.FLUSHING
     d1 = speak(play.server, play.out, "turn-0", "I am fine", CHUNK1_SAMPLES, 0.36, 45.3, seed=10)
-    play.out.take(play.server.flush_done("turn-0"))
+    play.out.take(core(play.server.flush_done("turn-0")))
 
     # Server commands: one pipeline, every token appended as it came, one FLUSH.
     assert isinstance(cmds[0], OpenPipeline) and cmds[0].key == "turn-0"
@@ -548,7 +581,7 @@ def test_transcript_5_5b_js_sends_then_close() -> None:
     assert play.send(c.end_turn(), ['{"close":true}']) == [Flush("turn-0")]
     assert c.state is TurnState.FLUSHING
     d1 = speak(play.server, play.out, "turn-0", "How are you?", [9600, 9600], 0.8, 90.0, seed=5)
-    play.out.take(play.server.flush_done("turn-0"))
+    play.out.take(core(play.server.flush_done("turn-0")))
     assert canon(play.out.json()) == canon(
         [
             {"generation_started": True, "chunk_id": 0, "text": "Hello world."},
@@ -598,7 +631,7 @@ def test_transcript_5_5c_py_reuse_with_new_config() -> None:
     assert (cmds[0].config.voice_id, cmds[0].config.language) == (9, "de")
     data = speak(play.server, play.out, "turn-1", "Zweiter Satz.", [2080] * 6, 0.52, 60.0)
     assert play.send(c.end_turn(), ['{"close":true}']) == [Flush("turn-1")]  # drain() -> close
-    play.out.take(play.server.flush_done("turn-1"))
+    play.out.take(core(play.server.flush_done("turn-1")))
     assert canon(play.out.json()[start:]) == canon(
         [
             {"generation_started": True, "chunk_id": 0, "text": "Zweiter Satz."},
@@ -663,14 +696,14 @@ def test_transcript_5_6_barge_in() -> None:
     assert server.chunk_started("turn-0", LONG) == []
     assert server.audio("turn-0", pcm(10), "pcm_s16le", 24000, 10) == []
     assert server.chunk_done("turn-0", 0.1, 5.0) == []
-    assert server.flush_done("turn-0") == []
+    assert core(server.flush_done("turn-0")) == []
 
     # Config again on the first frame after cancel (5.3), a fresh turn.
     cmds = play.send(c.send_text("Sure.", flush=True), [BARGE_AGAIN])
     assert [type(x) for x in cmds] == [OpenPipeline, AppendText, Flush]
     assert isinstance(cmds[0], OpenPipeline) and cmds[0].key == "turn-1"
     data = speak(server, play.out, "turn-1", "Sure.", [2400] * 3, 0.3, 40.0)
-    play.out.take(server.flush_done("turn-1"))
+    play.out.take(core(server.flush_done("turn-1")))
     assert canon(play.out.json()) == canon(
         [
             {"interrupted": True},  # replaces final; no session_closed for turn 0 (U-5)
@@ -698,7 +731,7 @@ def test_barge_in_mid_chunk_late_frames_dropped_on_both_sides() -> None:
     """The 5.6 race: audio of the cancelled turn is in flight when the cancel is sent."""
     play = StreamPlay(StreamClient(PY_C_CONFIG), StreamServer(pricing=PRICING))
     c, server = play.client, play.server
-    play.out.take(server.receive(c.send_text("Hello there. How")[0]))
+    play.out.take(core(server.receive(c.send_text("Hello there. How")[0])))
     server_before = len(play.out.frames)
     play.out.take(server.chunk_started("turn-0", "Hello there."))
     play.out.take(server.audio("turn-0", pcm(2400), "pcm_s16le", 24000, 2400))
@@ -712,14 +745,14 @@ def test_barge_in_mid_chunk_late_frames_dropped_on_both_sides() -> None:
     assert c.receive(SessionClosedFrame(0.1, 1, 1)) == []
     c.send_text("Sure.", flush=True)  # the next turn, before the ack arrives
 
-    play.out.take(server.receive(frames[0]))
+    play.out.take(core(server.receive(frames[0])))
     assert server.audio("turn-0", pcm(2400), "pcm_s16le", 24000, 2400) == []  # residual audio
     assert server.chunk_done("turn-0", 0.2, 9.0) == []
-    assert server.receive(decode_client_frame(encode(c.turns[0].frames[0]), Endpoint.STREAM))[0] == (
+    assert core(server.receive(decode_client_frame(encode(c.turns[0].frames[0]), Endpoint.STREAM)))[0] == (
         OpenPipeline("turn-1", server.config.merged(WireConfig(chunk_length_schedule=BALANCED)))
     )
     d = speak(server, play.out, "turn-1", "Sure.", [2400], 0.1, 10.0)
-    play.out.take(server.flush_done("turn-1"))
+    play.out.take(core(server.flush_done("turn-1")))
     events = play.deliver()
     assert [e for e in events] == [
         (None, Interrupted()),
@@ -814,7 +847,7 @@ def test_transcript_6_7_py_multi_context() -> None:
     s1 = [2400] * 4 + [1920]  # idx 7..11, 0.48 s
     d0 = speak(server, out, "narrator", "The story begins.", s0, 0.68, 1.0, words=STORY_WORDS_0)
     d1 = speak(server, out, "narrator", "It was dark.", s1, 0.48, 1.0, seed=7, words=STORY_WORDS_1)
-    out.take(server.flush_done("narrator"))
+    out.take(core(server.flush_done("narrator")))
     narrator = [
         {"generation_started": True, "context_id": "narrator", "chunk_id": 0, "text": "The story begins."},
         *(
@@ -834,7 +867,13 @@ def test_transcript_6_7_py_multi_context() -> None:
             audio_json(d, 7 + i, n, chunk_id=1, context_id="narrator")
             for i, (d, n) in enumerate(zip(d1, s1, strict=True))
         ),
-        {"word_timestamps": words_json(STORY_WORDS_1), "context_id": "narrator", "chunk_id": 1},
+        # Issue 17: the transcript's words are chunk-relative; rxtts rebases them onto the
+        # context (times after chunk 0's 0.68 s, offsets into the context's text).
+        {
+            "word_timestamps": words_json(shifted(STORY_WORDS_1, 680, 18)),
+            "context_id": "narrator",
+            "chunk_id": 1,
+        },
         {
             "chunk_complete": True,
             "context_id": "narrator",
@@ -857,7 +896,8 @@ def test_transcript_6_7_py_multi_context() -> None:
     )
     assert cmds == [AppendText("character", "Hello!"), Flush("character")]
     dc = speak(server, out, "character", "Hello!", [2400, 2400], 0.2, 2.0, words=HELLO_WORDS)
-    out.take(server.flush_done("character"))
+    server.audio_sent("character", 0.2)  # the I/O layer wrote both frames (M-7a billing)
+    out.take(core(server.flush_done("character")))
     assert canon(out.json()[-1]) == canon({"final": True, "context_id": "character"})
     assert canon(out.json()[start + 1 : start + 3]) == canon(
         [audio_json(d, i, 2400, chunk_id=0, context_id="character") for i, d in enumerate(dc)]
@@ -869,7 +909,7 @@ def test_transcript_6_7_py_multi_context() -> None:
         Flush("narrator")
     ]
     assert c.contexts["narrator"] is ContextState.CLOSING and c.free_slots == 18  # slot held until closed
-    out.take(server.flush_done("narrator"))
+    out.take(core(server.flush_done("narrator")))
     cmds = play.send(
         c.close_context("character", immediate=True),
         ['{"close_context":true,"context_id":"character","immediate":true}'],
@@ -877,7 +917,7 @@ def test_transcript_6_7_py_multi_context() -> None:
     assert cmds[0] == CancelPipeline("character")
     # Residual audio of the immediately closed context is dropped (M-7).
     assert server.audio("character", pcm(10), "pcm_s16le", 24000, 10) == []
-    assert server.flush_done("character") == []
+    assert core(server.flush_done("character")) == []
     cmds = play.send(c.update_settings(cfg_scale=1.5), ['{"update_settings":{"cfg_scale":1.5}}'])
     cmds = play.send(c.close(), ['{"close_socket":true}'])
     assert cmds[-1] == CloseSocket(1000)
@@ -918,8 +958,7 @@ def test_transcript_6_7_py_multi_context() -> None:
     assert isinstance(events[3], SettingsUpdated) and events[3].settings["cfg_scale"] == 1.5
     assert events[4] == SessionClosed()
     assert c.contexts == {} and c.usage["narrator"].characters == 30
-    with pytest.raises(LocalProtocolError):
-        server.receive(TextFrame("late", None, "narrator"))  # nothing after close_socket
+    assert is_protocol_error(server.receive(TextFrame("late", None, "narrator")))  # after close_socket
 
 
 PARTIAL = '{"text":"Partial text without end","context_id":"narrator","flush":false}'
@@ -933,11 +972,12 @@ def test_transcript_6_7_py_inactivity() -> None:
     assert cmds == [AppendText("narrator", "Partial text without end")]
     assert out.frames[start:] == []  # nothing back
     # 20 s later the I/O layer's inactivity timers fire (M-10).
-    assert out.take(server.timeout("character")) == [
+    assert out.take(core(server.timeout("character"))) == [
         CancelPipeline("character"),
+        Purge(frozenset({"character"})),
         Send((ContextTimeoutFrame("character"),)),
     ]
-    out.take(server.timeout("narrator"))
+    out.take(core(server.timeout("narrator")))
     assert server.open_contexts == []
     assert play.deliver() == [ContextTimeout(context_id="character"), ContextTimeout(context_id="narrator")]
     assert c.contexts == {} and c.free_slots == 20  # the client frees the slots too
@@ -950,7 +990,7 @@ def test_transcript_6_7_py_inactivity() -> None:
     cmds = out.take(feed(server, Endpoint.MULTI, '{"flush":true,"context_id":"narrator"}'))
     assert isinstance(cmds[0], OpenPipeline) and cmds[-1] == Flush("narrator")  # M-1 re-creation
     assert server.open_contexts == ["narrator"]
-    out.take(server.flush_done("narrator"))  # empty buffer: final anyway (M-6)
+    out.take(core(server.flush_done("narrator")))  # empty buffer: final anyway (M-6)
     assert canon(out.json()[start:]) == canon(
         [{"context_created": True, "context_id": "narrator"}, {"final": True, "context_id": "narrator"}]
     )
@@ -964,20 +1004,20 @@ def test_transcript_6_7_py_cap_then_close_socket() -> None:
     play = open_narrator_and_character()
     c, server, out = play.client, play.server, play.out
     for cid in ("character", "narrator"):
-        out.take(server.timeout(cid))
+        out.take(core(server.timeout(cid)))
     play.deliver()
     out.take(feed(server, Endpoint.MULTI, '{"flush":true,"context_id":"narrator"}'))
-    out.take(server.flush_done("narrator"))
+    out.take(core(server.flush_done("narrator")))
 
     held = copy.deepcopy(server)
     for i in range(19):
-        held.receive(decode_client_frame(f'{{"text":" ","context_id":"c{i}"}}', Endpoint.MULTI))
-    [refused] = held.receive(decode_client_frame('{"text":" ","context_id":"c19"}', Endpoint.MULTI))
+        core(held.receive(decode_client_frame(f'{{"text":" ","context_id":"c{i}"}}', Endpoint.MULTI)))
+    [refused] = core(held.receive(decode_client_frame('{"text":" ","context_id":"c19"}', Endpoint.MULTI)))
     assert isinstance(refused, Send) and refused.frames[0] == ErrorFrame(
         "Too many concurrent contexts", "TOO_MANY_CONTEXTS", 429, context_id="c19"
     )
 
-    out.take(server.timeout("narrator"))  # the elided second timeout
+    out.take(core(server.timeout("narrator")))  # the elided second timeout
     play.deliver()
     start = len(out.frames)
     vs = VoiceSettings(voice_id=7, cfg_scale=2.0, max_new_tokens=2048)
@@ -1003,7 +1043,7 @@ def test_transcript_6_7_py_cap_then_close_socket() -> None:
     cmds = play.send(c.close(), ['{"close_socket":true}'])
     assert cmds == [Flush(f"c{i}") for i in range(20)]  # M-8: each context closed gracefully
     for i in range(20):
-        assert out.take(server.flush_done(f"c{i}"))[-1] != CloseSocket(1000) or i == 19
+        assert out.take(core(server.flush_done(f"c{i}")))[-1] != CloseSocket(1000) or i == 19
     context_frames = [
         f
         for i in range(20)
@@ -1059,17 +1099,17 @@ def _closed_multi_client() -> MultiClient:
 def _closed_stream_server(turn_open: bool) -> StreamServer:
     s = StreamServer()
     if turn_open:
-        s.receive(TextFrame("Hello", False, None, WireConfig(voice_id=1)))
-    s.receive(CloseSocketFrame())
+        core(s.receive(TextFrame("Hello", False, None, WireConfig(voice_id=1))))
+    core(s.receive(CloseSocketFrame()))
     return s
 
 
 def _closing_multi_server(fully: bool) -> MultiServer:
     s = MultiServer()
-    s.receive(TextFrame("Hi", None, "a", WireConfig(), VoiceSettings(voice_id=1)))
-    s.receive(CloseSocketFrame())
+    core(s.receive(TextFrame("Hi", None, "a", WireConfig(), VoiceSettings(voice_id=1))))
+    core(s.receive(CloseSocketFrame()))
     if fully:
-        s.flush_done("a")
+        core(s.flush_done("a"))
         assert s.closed
     else:
         assert s.closing_socket and not s.closed
@@ -1115,32 +1155,76 @@ ILLEGAL: list[tuple[str, Callable[[], object]]] = [
         lambda: StreamClient().update_settings(sample_rate=8000),
     ),
     ("multi client update_settings: empty", lambda: MultiClient().update_settings()),
-    ("stream server: tts request", lambda: StreamServer().receive(TtsRequest("x", WireConfig(voice_id=1)))),
-    ("stream server: close_context", lambda: StreamServer().receive(CloseContextFrame("a"))),
-    ("multi server: cancel (stream frame)", lambda: MultiServer().receive(CancelFrame())),
-    ("multi server: close (stream frame)", lambda: MultiServer().receive(CloseFrame())),
-    ("multi server: tts request", lambda: MultiServer().receive(TtsRequest("x", WireConfig(voice_id=1)))),
-    ("multi server: flush without context", lambda: MultiServer().receive(FlushFrame())),
-    ("tts server: text frame", lambda: TtsServer().receive(TextFrame("x", True))),
-    ("tts server: cancel", lambda: TtsServer().receive(CancelFrame())),
-    ("tts server: close_socket", lambda: TtsServer().receive(CloseSocketFrame())),
 ]
-ILLEGAL += [
+SERVER_ILLEGAL: list[tuple[str, Callable[[], StreamServer | MultiServer | TtsServer], ClientFrame]] = [
+    ("stream server: tts request", StreamServer, TtsRequest("x", WireConfig(voice_id=1))),
+    ("stream server: close_context", StreamServer, CloseContextFrame("a")),
+    ("multi server: cancel (stream frame)", MultiServer, CancelFrame()),
+    ("multi server: close (stream frame)", MultiServer, CloseFrame()),
+    ("multi server: tts request", MultiServer, TtsRequest("x", WireConfig(voice_id=1))),
+    ("multi server: flush without context", MultiServer, FlushFrame()),
+    ("tts server: text frame", TtsServer, TextFrame("x", True)),
+    ("tts server: cancel", TtsServer, CancelFrame()),
+    ("tts server: close_socket", TtsServer, CloseSocketFrame()),
+]
+SERVER_ILLEGAL += [
     (
         f"stream server after close_socket ({'turn open' if t else 'idle'}): {type(f).__name__}",
-        lambda t=t, f=f: _closed_stream_server(t).receive(f),
+        lambda t=t: _closed_stream_server(t),
+        f,
     )
     for t in (False, True)
     for f in ANY_CLIENT_FRAME
 ]
-ILLEGAL += [
+SERVER_ILLEGAL += [
     (
         f"multi server after close_socket ({'closed' if full else 'closing'}): {type(f).__name__}",
-        lambda full=full, f=f: _closing_multi_server(full).receive(f),
+        lambda full=full: _closing_multi_server(full),
+        f,
     )
     for full in (False, True)
     for f in ANY_CLIENT_FRAME
 ]
+
+
+def is_protocol_error(cmds: Sequence[Command]) -> bool:
+    """Whether ``cmds`` is exactly the PROTOCOL_ERROR reply to an illegal frame."""
+    return (
+        len(cmds) == 1
+        and isinstance(cmds[0], Send)
+        and len(cmds[0].frames) == 1
+        and isinstance(err := cmds[0].frames[0], ErrorFrame)
+        and err.error_code == "PROTOCOL_ERROR"
+        and err.code == 400
+    )
+
+
+@pytest.mark.parametrize(("name", "make", "frame"), SERVER_ILLEGAL, ids=[n for n, _, _ in SERVER_ILLEGAL])
+def test_illegal_client_frame_gets_the_protocol_error_frame_and_changes_nothing(
+    name: str, make: Callable[[], StreamServer | MultiServer | TtsServer], frame: ClientFrame
+) -> None:
+    """Absent (state, event) pairs of the tables: the PROTOCOL error frame, state kept."""
+    server = make()
+    before = (
+        copy.deepcopy(server.pipelines),
+        getattr(server, "state", None),
+        getattr(server, "config", None),
+    )
+    assert is_protocol_error(server.receive(frame))
+    assert (server.pipelines, getattr(server, "state", None), getattr(server, "config", None)) == before
+
+
+def test_rendered_tables_match_the_executed_tables() -> None:
+    """The docstring tables of rxtts.protocol.server are the executed ones (no drift)."""
+    import rxtts.protocol.server as machines
+
+    doc = machines.__doc__ or ""
+    for name, table in TABLES.items():
+        assert render_table(table) in doc, f"{name} in the module docstring is stale"
+    # A changed row changes the rendering (the check could fail).
+    key, row = next(iter(machines.STREAM_TABLE.items()))
+    tampered = {**machines.STREAM_TABLE, key: type(row)(row.next, row.effects[:-1])}
+    assert render_table(tampered) not in doc
 
 
 @pytest.mark.parametrize(("name", "attempt"), ILLEGAL, ids=[n for n, _ in ILLEGAL])
@@ -1209,17 +1293,17 @@ def sends(cmds: Iterable[Command | ServerFrame]) -> list[ServerFrame]:
 
 def test_s1_config_is_sticky_until_replaced() -> None:
     s, _ = stream_server()
-    cmds = s.receive(text("One.", True, voice_id=7, language="en", speed=1.1))
+    cmds = core(s.receive(text("One.", True, voice_id=7, language="en", speed=1.1)))
     assert cmds[0] == OpenPipeline(
         "turn-0", WireConfig(voice_id=7, language="en", speed=1.1, chunk_length_schedule=BALANCED)
     )
-    s.flush_done("turn-0")
+    core(s.flush_done("turn-0"))
     # Later turns carry no config (PY after a flushed turn): the old config holds.
-    cmds = s.receive(text("Two.", True))
+    cmds = core(s.receive(text("Two.", True)))
     assert isinstance(cmds[0], OpenPipeline) and cmds[0].config.voice_id == 7 and cmds[0].config.speed == 1.1
-    s.flush_done("turn-1")
+    core(s.flush_done("turn-1"))
     # A frame carrying config replaces the keys it sets, keeps the others.
-    cmds = s.receive(text("Drei.", True, voice_id=9, language="de"))
+    cmds = core(s.receive(text("Drei.", True, voice_id=9, language="de")))
     assert isinstance(cmds[0], OpenPipeline)
     assert (cmds[0].config.voice_id, cmds[0].config.language, cmds[0].config.speed) == (9, "de", 1.1)
 
@@ -1227,48 +1311,48 @@ def test_s1_config_is_sticky_until_replaced() -> None:
 def test_s1_config_from_a_bare_flush() -> None:
     """PY's bare flush may be the first frame carrying config (S-1)."""
     s, _ = stream_server()
-    cmds = s.receive(FlushFrame(None, WireConfig(voice_id=5, chunk_length_schedule=(10, 20))))
+    cmds = core(s.receive(FlushFrame(None, WireConfig(voice_id=5, chunk_length_schedule=(10, 20)))))
     assert sends(cmds) == [SessionClosedFrame(0.0, 0, 0)]  # no turn open: like close (S-4)
-    cmds = s.receive(text("Hi."))
+    cmds = core(s.receive(text("Hi.")))
     assert cmds[0] == OpenPipeline("turn-0", WireConfig(voice_id=5, chunk_length_schedule=(10, 20)))
 
 
 def test_s2_every_token_appended_blank_ones_only_inside_a_turn() -> None:
     s, _ = stream_server()
-    assert s.receive(text("", voice_id=1)) == []  # blank opens nothing (S-9)
-    assert s.receive(text("  ")) == []
-    cmds = s.receive(text("Hello"))
+    assert core(s.receive(text("", voice_id=1))) == []  # blank opens nothing (S-9)
+    assert core(s.receive(text("  "))) == []
+    cmds = core(s.receive(text("Hello")))
     assert [type(c) for c in cmds] == [OpenPipeline, AppendText]
-    assert s.receive(text(" ")) == [AppendText("turn-0", " ")]  # spacing kept inside a turn
-    assert s.receive(text("")) == []
-    assert s.receive(text("world", None)) == [AppendText("turn-0", "world")]
+    assert core(s.receive(text(" "))) == [AppendText("turn-0", " ")]  # spacing kept inside a turn
+    assert core(s.receive(text(""))) == []
+    assert core(s.receive(text("world", None))) == [AppendText("turn-0", "world")]
 
 
 def test_s3_flush_with_text_then_final_and_session_closed() -> None:
     s, out = stream_server()
-    cmds = s.receive(text("Hi.", True, voice_id=1))
+    cmds = core(s.receive(text("Hi.", True, voice_id=1)))
     assert cmds[1:] == [AppendText("turn-0", "Hi."), Flush("turn-0")]
     speak(s, out, "turn-0", "Hi.", [2400], 0.1, 3.0)
-    frames = s.flush_done("turn-0")
+    frames = sends(s.flush_done("turn-0"))
     usage = SessionUsage(0.1, 3, 0.01, "eur", "kugel-3.5")
     assert frames == [FinalFrame(None, 0.1, 1, 1), SessionClosedFrame(0.1, 1, 1, usage)]
 
 
 def test_s4_close_with_open_turn_and_without() -> None:
     s, out = stream_server()
-    assert sends(s.receive(CloseFrame())) == [SessionClosedFrame(0.0, 0, 0)]  # empty, at once
-    s.receive(text("Hi.", voice_id=1))
-    assert s.receive(CloseFrame(alias=True)) == [Flush("turn-0")]  # end_session = close (S-10)
+    assert sends(core(s.receive(CloseFrame()))) == [SessionClosedFrame(0.0, 0, 0)]  # empty, at once
+    core(s.receive(text("Hi.", voice_id=1)))
+    assert core(s.receive(CloseFrame(alias=True))) == [Flush("turn-0")]  # end_session = close (S-10)
     speak(s, out, "turn-0", "Hi.", [2400], 0.1, 3.0)
-    assert [type(f) for f in s.flush_done("turn-0")] == [FinalFrame, SessionClosedFrame]
+    assert [type(f) for f in sends(s.flush_done("turn-0"))] == [FinalFrame, SessionClosedFrame]
 
 
 def test_s4_turn_without_audio_gets_only_session_closed() -> None:
     """U-4: ``final`` only if the turn produced content."""
     s, _ = stream_server()
-    s.receive(text("...", voice_id=1))
-    s.receive(CloseFrame())
-    [closed] = s.flush_done("turn-0")
+    core(s.receive(text("...", voice_id=1)))
+    core(s.receive(CloseFrame()))
+    [closed] = sends(s.flush_done("turn-0"))
     assert closed == SessionClosedFrame(0.0, 0, 0, SessionUsage(0.0, 3, 0.0, "eur", "kugel-3.5"))
 
 
@@ -1277,11 +1361,11 @@ def test_s4_close_while_a_turn_is_ending_is_answered_after_it() -> None:
     session_closed right after that turn's own (it used to get none, leaving the client's
     blank turn open forever and every later turn attributed one turn late)."""
     s, out = stream_server()
-    s.receive(text("One.", True, voice_id=1))
-    assert s.receive(CloseFrame()) == []  # JS endSession() right after a flushed send
-    assert s.receive(text(" ", True)) == []  # a blank turn flushed
+    core(s.receive(text("One.", True, voice_id=1)))
+    assert core(s.receive(CloseFrame())) == []  # JS endSession() right after a flushed send
+    assert core(s.receive(text(" ", True))) == []  # a blank turn flushed
     speak(s, out, "turn-0", "One.", [2400], 0.1, 3.0)
-    frames = s.flush_done("turn-0")
+    frames = sends(s.flush_done("turn-0"))
     assert [type(f) for f in frames] == [
         FinalFrame,
         SessionClosedFrame,
@@ -1299,45 +1383,51 @@ def test_s4_blank_turn_pairs_with_client_turns() -> None:
         *client.send_text(" ", flush=True),
         *client.send_text("Two.", flush=True),
     ]:
-        out.take(server.receive(f))
+        out.take(core(server.receive(f)))
     assert [t.id for t in client.turns] == [0, 1, 2]
     for key in ("turn-0", "turn-1"):
         speak(server, out, key, "x.", [2400], 0.1, 1.0)
-        out.take(server.flush_done(key))
+        out.take(core(server.flush_done(key)))
     closed = [turn for turn, e in stream_deliver(client, out) if isinstance(e, SessionClosed)]
     assert closed == [0, 1, 2] and not client.turns
 
 
 def test_s5_cancel_without_a_turn_answers_interrupted() -> None:
     s, _ = stream_server()
-    assert s.receive(CancelFrame()) == [Send((InterruptedFrame(),))]
-    s.receive(text("One.", True, voice_id=1))
-    s.flush_done("turn-0")  # the turn ended just before the cancel arrived
-    assert s.receive(CancelFrame()) == [Send((InterruptedFrame(),))]
+    assert core(s.receive(CancelFrame())) == [Purge(None), Send((InterruptedFrame(),))]
+    core(s.receive(text("One.", True, voice_id=1)))
+    core(s.flush_done("turn-0"))  # the turn ended just before the cancel arrived
+    assert core(s.receive(CancelFrame())) == [Purge(None), Send((InterruptedFrame(),))]
 
 
 def test_s5_cancel_stops_ending_and_open_turns_only_interrupted_follows() -> None:
     s, out = stream_server()
-    s.receive(text("One.", True, voice_id=1))
-    s.receive(CloseFrame())  # owed empty session_closed behind turn-0
-    s.receive(text("Two"))
+    core(s.receive(text("One.", True, voice_id=1)))
+    core(s.receive(CloseFrame()))  # owed empty session_closed behind turn-0
+    core(s.receive(text("Two")))
     out.take(s.chunk_started("turn-0", "One."))
-    cmds = s.receive(CancelFrame())
-    assert cmds == [CancelPipeline("turn-0"), CancelPipeline("turn-1"), Send((InterruptedFrame(),))]
+    cmds = core(s.receive(CancelFrame()))
+    # S-5: every unsent turn frame is purged; interrupted replaces them.
+    assert cmds == [
+        CancelPipeline("turn-0"),
+        CancelPipeline("turn-1"),
+        Purge(None),
+        Send((InterruptedFrame(),)),
+    ]
     assert (s.open_turn, s.ending, s.pipelines, s.deferred_closes) == (None, [], {}, {})
     for key in ("turn-0", "turn-1"):
         assert s.audio(key, pcm(1), "pcm_s16le", 24000, 1) == []
         assert s.chunk_done(key, 0.1, 1.0) == []
-        assert s.flush_done(key) == []
-        assert s.error(key, ProtocolError("late")) == []
-        assert s.idle_timeout(key) == []
+        assert core(s.flush_done(key)) == []
+        assert core(s.error(key, ProtocolError("late"))) == []
+        assert core(s.idle_timeout(key)) == []
     # The next text opens a fresh turn.
-    assert s.receive(text("Three."))[0] == OpenPipeline("turn-2", s._resolved())
+    assert core(s.receive(text("Three.")))[0] == OpenPipeline("turn-2", s._resolved())
 
 
 def test_s7_update_settings_snapshot_of_six_keys() -> None:
     s, _ = stream_server()
-    cmds = s.receive(UpdateSettingsFrame(WireConfig(temperature=0.3, speed=1.1)))
+    cmds = core(s.receive(UpdateSettingsFrame(WireConfig(temperature=0.3, speed=1.1))))
     assert cmds == [
         Send(
             (
@@ -1358,25 +1448,25 @@ def test_s7_update_settings_snapshot_of_six_keys() -> None:
 
 def test_s7_update_settings_never_opens_or_ends_a_turn_applies_next() -> None:
     s, _ = stream_server()
-    s.receive(text("Hello", voice_id=1, cfg_scale=2.0))
-    cmds = s.receive(UpdateSettingsFrame(WireConfig(cfg_scale=1.5)))
+    core(s.receive(text("Hello", voice_id=1, cfg_scale=2.0)))
+    cmds = core(s.receive(UpdateSettingsFrame(WireConfig(cfg_scale=1.5))))
     assert [type(f) for f in sends(cmds)] == [SettingsUpdatedFrame] and len(cmds) == 1
     assert s.open_turn == "turn-0" and s.pipelines["turn-0"].config.cfg_scale == 2.0  # not this turn
-    s.receive(CloseFrame())
-    s.flush_done("turn-0")
-    cmds = s.receive(text("Next."))
+    core(s.receive(CloseFrame()))
+    core(s.flush_done("turn-0"))
+    cmds = core(s.receive(text("Next.")))
     assert isinstance(cmds[0], OpenPipeline) and cmds[0].config.cfg_scale == 1.5
 
 
 def test_s8_idle_timeout_warns_then_flushes() -> None:
     s, out = stream_server()
-    s.receive(text("Unfinished", voice_id=1))
-    assert s.idle_timeout("turn-7") == []  # not the open turn
-    cmds = s.idle_timeout("turn-0")
+    core(s.receive(text("Unfinished", voice_id=1)))
+    assert core(s.idle_timeout("turn-7")) == []  # not the open turn
+    cmds = core(s.idle_timeout("turn-0"))
     assert cmds == [Send((WarningFrame(AUTO_FLUSH_WARNING),)), Flush("turn-0")]
-    assert s.idle_timeout("turn-0") == []  # already ending
+    assert core(s.idle_timeout("turn-0")) == []  # already ending
     speak(s, out, "turn-0", "Unfinished", [2400], 0.1, 2.0)
-    assert [type(f) for f in s.flush_done("turn-0")] == [FinalFrame, SessionClosedFrame]
+    assert [type(f) for f in sends(s.flush_done("turn-0"))] == [FinalFrame, SessionClosedFrame]
     client = StreamClient()
     client.send_text("Unfinished")
     assert client.receive(WarningFrame(AUTO_FLUSH_WARNING)) == [(0, ServerWarning(AUTO_FLUSH_WARNING))]
@@ -1384,17 +1474,17 @@ def test_s8_idle_timeout_warns_then_flushes() -> None:
 
 def test_stream_missing_voice_opens_no_turn() -> None:
     s, _ = stream_server()
-    cmds = s.receive(text("Hi."))
+    cmds = core(s.receive(text("Hi.")))
     assert cmds == [Send((ErrorFrame("voice_id is required", "MISSING_VOICE_ID", 400),))]
     assert s.open_turn is None and s.pipelines == {}
 
 
 def test_stream_pipeline_error_ends_the_turn() -> None:
     s, out = stream_server()
-    s.receive(text("Hi.", True, voice_id=1))
-    s.receive(CloseFrame())
+    core(s.receive(text("Hi.", True, voice_id=1)))
+    core(s.receive(CloseFrame()))
     speak(s, out, "turn-0", "Hi.", [2400], 0.1, 2.0)
-    cmds = s.error("turn-0", ProtocolError("engine crashed", error_code="INTERNAL_ERROR", status=500))
+    cmds = core(s.error("turn-0", ProtocolError("engine crashed", error_code="INTERNAL_ERROR", status=500)))
     usage = SessionUsage(0.1, 3, 0.01, "eur", "kugel-3.5")
     assert cmds == [
         CancelPipeline("turn-0"),
@@ -1411,23 +1501,23 @@ def test_stream_pipeline_error_ends_the_turn() -> None:
 
 def test_s10_close_socket() -> None:
     s, _ = stream_server()
-    assert s.receive(CloseSocketFrame()) == [Send((SessionClosedFrame(0.0, 0, 0),)), CloseSocket(1000)]
+    assert core(s.receive(CloseSocketFrame())) == [Send((SessionClosedFrame(0.0, 0, 0),)), CloseSocket(1000)]
     s, out = stream_server()
-    s.receive(text("Hi.", voice_id=1))
+    core(s.receive(text("Hi.", voice_id=1)))
     # With a turn open: FLUSH, then CloseSocket; the turn's final/session_closed still
     # come from flush_done, so the I/O layer closes only once no turn is live (S-10).
-    assert s.receive(CloseSocketFrame()) == [Flush("turn-0"), CloseSocket(1000)]
+    assert core(s.receive(CloseSocketFrame())) == [Flush("turn-0"), CloseSocket(1000)]
     speak(s, out, "turn-0", "Hi.", [2400], 0.1, 2.0)
-    assert [type(f) for f in s.flush_done("turn-0")] == [FinalFrame, SessionClosedFrame]
+    assert [type(f) for f in sends(s.flush_done("turn-0"))] == [FinalFrame, SessionClosedFrame]
 
 
 def test_stream_frames_of_a_turn_are_numbered_per_turn() -> None:
     s, out = stream_server()
-    s.receive(text("A. B.", True, voice_id=1))
+    core(s.receive(text("A. B.", True, voice_id=1)))
     speak(s, out, "turn-0", "A.", [100, 100], 0.01, 1.0)
     speak(s, out, "turn-0", "B.", [100], 0.005, 1.0)
-    s.flush_done("turn-0")
-    s.receive(text("C.", True))
+    core(s.flush_done("turn-0"))
+    core(s.receive(text("C.", True)))
     speak(s, out, "turn-1", "C.", [100], 0.005, 1.0)
     audio = [f for f in out.frames if isinstance(f, AudioFrame)]
     assert [(f.idx, f.chunk_id) for f in audio] == [(0, 0), (1, 0), (2, 1), (0, 0)]
@@ -1438,21 +1528,21 @@ def test_stream_frames_of_a_turn_are_numbered_per_turn() -> None:
 def test_word_timestamps_only_when_requested() -> None:
     words = WordTimestampsFrame(HELLO_WORDS)
     s, _ = stream_server()
-    s.receive(text("Hello!", voice_id=1))
+    core(s.receive(text("Hello!", voice_id=1)))
     s.chunk_started("turn-0", "Hello!")
     assert s.word_timestamps("turn-0", words) == []  # G-9
     s, _ = stream_server()
-    s.receive(text("Hello!", voice_id=1, word_timestamps=True))
+    core(s.receive(text("Hello!", voice_id=1, word_timestamps=True)))
     s.chunk_started("turn-0", "Hello!")
     assert s.word_timestamps("turn-0", words) == [WordTimestampsFrame(HELLO_WORDS, 0)]
 
 
 def test_pricing_without_a_price_reports_cost_unavailable() -> None:
     s = StreamServer()
-    s.receive(text("Hi.", True, voice_id=1, model_id="kugel-2"))
+    core(s.receive(text("Hi.", True, voice_id=1, model_id="kugel-2")))
     s.chunk_started("turn-0", "Hi.")
     s.audio("turn-0", pcm(2400), "pcm_s16le", 24000, 2400)
-    usage = s.flush_done("turn-0")[-1].usage  # type: ignore[union-attr]
+    usage = sends(s.flush_done("turn-0"))[-1].usage  # type: ignore[union-attr]
     assert usage == SessionUsage(0.1, 3, None, None, "kugel-2", cost_unavailable=True)
 
 
@@ -1560,153 +1650,158 @@ def ctx_text(cid: str, t: str, flush: bool | None = None, voice: int | None = 1,
 )
 def test_m1_any_first_frame_creates_the_context(frame: ClientFrame) -> None:
     s, _ = multi_server()
-    cmds = s.receive(frame)
+    cmds = core(s.receive(frame))
     assert isinstance(cmds[0], OpenPipeline) and cmds[0].key == "a"
     assert cmds[1] == Send((ContextCreatedFrame("a"),))
     assert s.open_contexts == ["a"]
-    again = s.receive(ctx_text("a", "more"))
+    again = core(s.receive(ctx_text("a", "more")))
     assert not any(isinstance(f, ContextCreatedFrame) for f in sends(again))  # created once
     assert not any(isinstance(c, OpenPipeline) for c in again)
 
 
 def test_m2_voice_binds_from_voice_settings_session_keys_stick() -> None:
     s, _ = multi_server()
-    s.receive(TextFrame("", None, None, WireConfig(voice_id=268, model_id="kugel-3.5")))  # prep (M-3)
-    cmds = s.receive(ctx_text("a", " ", voice=None, sample_rate=16000, language="de"))
+    core(s.receive(TextFrame("", None, None, WireConfig(voice_id=268, model_id="kugel-3.5"))))  # prep (M-3)
+    cmds = core(s.receive(ctx_text("a", " ", voice=None, sample_rate=16000, language="de")))
     assert isinstance(cmds[0], OpenPipeline)
     assert (cmds[0].config.voice_id, cmds[0].config.sample_rate) == (268, 16000)  # session default voice
-    cmds = s.receive(TextFrame(" ", None, "b", WireConfig(), VoiceSettings(voice_id=8, cfg_scale=1.5)))
+    cmds = core(s.receive(TextFrame(" ", None, "b", WireConfig(), VoiceSettings(voice_id=8, cfg_scale=1.5))))
     assert isinstance(cmds[0], OpenPipeline)
     config = cmds[0].config
     assert (config.voice_id, config.cfg_scale, config.language, config.sample_rate) == (8, 1.5, "de", 16000)
     # A later frame's config is not applied to an existing context.
-    s.receive(ctx_text("a", "x", language="fr"))
+    core(s.receive(ctx_text("a", "x", language="fr")))
     assert s.pipelines["a"].config.language == "de"
 
 
 def test_m3_context_less_prep_frame_creates_nothing() -> None:
     s, _ = multi_server()
-    assert s.receive(TextFrame("", None, None, WireConfig(voice_id=268, model_id="kugel-3.5"))) == []
+    assert core(s.receive(TextFrame("", None, None, WireConfig(voice_id=268, model_id="kugel-3.5")))) == []
     assert s.open_contexts == [] and s.config.voice_id == 268
     # Text that names no context is a session-wide error, the only one without an id (M-12).
-    [err] = sends(s.receive(TextFrame("Hello", None, None)))
+    [err] = sends(core(s.receive(TextFrame("Hello", None, None))))
     assert isinstance(err, ErrorFrame) and err.error_code == "VALIDATION_ERROR" and err.context_id is None
     assert s.open_contexts == []
 
 
 def test_m4_blank_text_makes_no_audio() -> None:
     s, _ = multi_server()
-    s.receive(ctx_text("a", " "))
-    assert s.receive(ctx_text("a", "")) == []  # keep-alive
-    assert s.receive(ctx_text("a", "   ")) == []
-    assert s.receive(ctx_text("a", "Hi")) == [AppendText("a", "Hi")]
-    assert s.receive(ctx_text("a", " ")) == [AppendText("a", " ")]  # spacing between tokens
+    core(s.receive(ctx_text("a", " ")))
+    assert core(s.receive(ctx_text("a", ""))) == []  # keep-alive
+    assert core(s.receive(ctx_text("a", "   "))) == []
+    assert core(s.receive(ctx_text("a", "Hi"))) == [AppendText("a", "Hi")]
+    assert core(s.receive(ctx_text("a", " "))) == [AppendText("a", " ")]  # spacing between tokens
     assert s.pipelines["a"].characters == 3
 
 
 def test_m6_final_per_flush_even_for_an_empty_buffer() -> None:
     s, out = multi_server()
-    s.receive(ctx_text("a", "One.", True))
-    s.receive(ctx_text("a", "Two.", True))
-    s.receive(FlushFrame("a"))
+    core(s.receive(ctx_text("a", "One.", True)))
+    core(s.receive(ctx_text("a", "Two.", True)))
+    core(s.receive(FlushFrame("a")))
     speak(s, out, "a", "One.", [100], 0.004, 1.0)
-    assert sends(s.flush_done("a")) == [FinalFrame("a")]
+    assert sends(core(s.flush_done("a"))) == [FinalFrame("a")]
     speak(s, out, "a", "Two.", [100], 0.004, 1.0)
-    assert sends(s.flush_done("a")) == [FinalFrame("a")]
-    assert sends(s.flush_done("a")) == [FinalFrame("a")]  # empty buffer
+    assert sends(core(s.flush_done("a"))) == [FinalFrame("a")]
+    assert sends(core(s.flush_done("a"))) == [FinalFrame("a")]  # empty buffer
     assert s.open_contexts == ["a"]  # a flush never closes
 
 
 def test_m7_graceful_close_finishes_then_final_and_context_closed() -> None:
     s, out = multi_server()
-    s.receive(ctx_text("a", "One.", True))
-    s.receive(ctx_text("a", " Two."))
-    assert s.receive(CloseContextFrame("a")) == [Flush("a")]
-    assert s.receive(CloseContextFrame("a")) == []  # already closing
-    err = sends(s.receive(ctx_text("a", "more")))
+    core(s.receive(ctx_text("a", "One.", True)))
+    core(s.receive(ctx_text("a", " Two.")))
+    assert core(s.receive(CloseContextFrame("a"))) == [Flush("a")]
+    assert core(s.receive(CloseContextFrame("a"))) == []  # already closing
+    err = sends(core(s.receive(ctx_text("a", "more"))))
     assert err == [ErrorFrame("context is closing", "VALIDATION_ERROR", 400, context_id="a")]
     speak(s, out, "a", "One.", [2400], 0.1, 1.0)
-    assert sends(s.flush_done("a")) == [FinalFrame("a")]  # the earlier flush
+    assert sends(core(s.flush_done("a"))) == [FinalFrame("a")]  # the earlier flush
     assert s.open_contexts == ["a"]
     speak(s, out, "a", "Two.", [2400], 0.1, 1.0, seed=3)
     usage = SessionUsage(0.2, 9, 0.02, "eur", "kugel-3.5")
-    assert sends(s.flush_done("a")) == [FinalFrame("a"), ContextClosedFrame("a", usage)]
+    assert sends(core(s.flush_done("a"))) == [FinalFrame("a"), ContextClosedFrame("a", usage)]
     assert s.open_contexts == [] and s.audio("a", pcm(1), "pcm_s16le", 24000, 1) == []
 
 
 def test_m7_immediate_close_drops_everything_no_final() -> None:
     s, out = multi_server()
-    s.receive(ctx_text("a", "One. Two.", True))
+    core(s.receive(ctx_text("a", "One. Two.", True)))
     speak(s, out, "a", "One.", [2400], 0.1, 1.0)
     out.take(s.chunk_started("a", "Two."))
-    cmds = s.receive(CloseContextFrame("a", immediate=True))
-    usage = SessionUsage(0.1, 9, 0.01, "eur", "kugel-3.5")
-    assert cmds == [CancelPipeline("a"), Send((ContextClosedFrame("a", usage),))]
-    assert s.audio("a", pcm(1), "pcm_s16le", 24000, 1) == [] and s.flush_done("a") == []
+    s.audio_sent("a", 0.04)  # the I/O layer wrote 40 ms of the 100 ms made
+    cmds = core(s.receive(CloseContextFrame("a", immediate=True)))
+    usage = SessionUsage(0.04, 9, 0.004, "eur", "kugel-3.5")  # M-7a: only audio sent
+    assert cmds == [CancelPipeline("a"), Purge(frozenset({"a"})), Send((ContextClosedFrame("a", usage),))]
+    assert s.audio("a", pcm(1), "pcm_s16le", 24000, 1) == [] and core(s.flush_done("a")) == []
     # Immediate after graceful: at once, still no final.
-    s.receive(ctx_text("b", "x", True))
-    s.receive(CloseContextFrame("b"))
-    assert [type(c) for c in s.receive(CloseContextFrame("b", immediate=True))] == [CancelPipeline, Send]
+    core(s.receive(ctx_text("b", "x", True)))
+    core(s.receive(CloseContextFrame("b")))
+    assert [type(c) for c in core(s.receive(CloseContextFrame("b", immediate=True)))] == [
+        CancelPipeline,
+        Purge,
+        Send,
+    ]
 
 
 def test_m7_unknown_context_still_gets_context_closed() -> None:
     s, _ = multi_server()
     usage = SessionUsage(0.0, 0, 0.0, "eur", "kugel-3.5")
-    assert s.receive(CloseContextFrame("ghost")) == [Send((ContextClosedFrame("ghost", usage),))]
+    assert core(s.receive(CloseContextFrame("ghost"))) == [Send((ContextClosedFrame("ghost", usage),))]
     assert s.open_contexts == []
 
 
 def test_m8_close_socket_waits_for_every_context() -> None:
     s, out = multi_server()
     for cid in ("a", "b", "c"):
-        s.receive(ctx_text(cid, "Hi.", None))
-    s.receive(CloseContextFrame("c", immediate=True))
-    s.receive(CloseContextFrame("b"))
-    assert s.receive(CloseSocketFrame()) == [Flush("a")]  # b already closing, c gone
+        core(s.receive(ctx_text(cid, "Hi.", None)))
+    core(s.receive(CloseContextFrame("c", immediate=True)))
+    core(s.receive(CloseContextFrame("b")))
+    assert core(s.receive(CloseSocketFrame())) == [Flush("a")]  # b already closing, c gone
     assert s.closing_socket and not s.closed
-    assert CloseSocket(1000) not in out.take(s.flush_done("b"))
-    cmds = out.take(s.flush_done("a"))
+    assert CloseSocket(1000) not in out.take(core(s.flush_done("b")))
+    cmds = out.take(core(s.flush_done("a")))
     assert cmds[-2:] == [Send((SessionClosedFrame(),)), CloseSocket(1000)] and s.closed
-    assert s.flush_done("a") == [] and s.timeout("a") == []
+    assert core(s.flush_done("a")) == [] and core(s.timeout("a")) == []
 
 
 def test_m8_close_socket_with_no_context() -> None:
     s, _ = multi_server()
-    assert s.receive(CloseSocketFrame()) == [Send((SessionClosedFrame(),)), CloseSocket(1000)]
+    assert core(s.receive(CloseSocketFrame())) == [Send((SessionClosedFrame(),)), CloseSocket(1000)]
 
 
 def test_m8_pipeline_error_during_close_socket_still_closes() -> None:
     s, _ = multi_server()
-    s.receive(ctx_text("a", "Hi.", None))
-    s.receive(CloseSocketFrame())
-    cmds = s.error("a", ProtocolError("engine crashed", error_code="INTERNAL_ERROR", status=500))
+    core(s.receive(ctx_text("a", "Hi.", None)))
+    core(s.receive(CloseSocketFrame()))
+    cmds = core(s.error("a", ProtocolError("engine crashed", error_code="INTERNAL_ERROR", status=500)))
     assert cmds[-1] == CloseSocket(1000) and s.closed
 
 
 def test_m9_cap_slots_freed_by_close_and_timeout_ids_reusable() -> None:
     s, out = multi_server()
     for i in range(20):
-        s.receive(ctx_text(f"c{i}", " "))
-    refused = s.receive(ctx_text("x", "Hello", True))
+        core(s.receive(ctx_text(f"c{i}", " ")))
+    refused = core(s.receive(ctx_text("x", "Hello", True)))
     assert refused == [
         Send((ErrorFrame("Too many concurrent contexts", "TOO_MANY_CONTEXTS", 429, context_id="x"),))
     ]
     assert len(s.open_contexts) == 20 and not s.closing_socket  # socket kept
 
-    s.receive(CloseContextFrame("c0"))  # graceful: the slot is held until context_closed
-    assert isinstance(s.receive(ctx_text("x", " "))[0], Send)
-    s.flush_done("c0")
-    assert isinstance(s.receive(ctx_text("x", " "))[0], OpenPipeline)  # freed
+    core(s.receive(CloseContextFrame("c0")))  # graceful: the slot is held until context_closed
+    assert isinstance(core(s.receive(ctx_text("x", " ")))[0], Send)
+    core(s.flush_done("c0"))
+    assert isinstance(core(s.receive(ctx_text("x", " ")))[0], OpenPipeline)  # freed
 
-    s.receive(CloseContextFrame("c1", immediate=True))  # immediate: freed at once
-    assert isinstance(s.receive(ctx_text("y", " "))[0], OpenPipeline)
-    s.timeout("c2")  # timed out: freed (inferred, 6.6)
-    assert isinstance(s.receive(ctx_text("z", " "))[0], OpenPipeline)
+    core(s.receive(CloseContextFrame("c1", immediate=True)))  # immediate: freed at once
+    assert isinstance(core(s.receive(ctx_text("y", " ")))[0], OpenPipeline)
+    core(s.timeout("c2"))  # timed out: freed (inferred, 6.6)
+    assert isinstance(core(s.receive(ctx_text("z", " ")))[0], OpenPipeline)
     assert len(s.open_contexts) == 20
 
     # Ids are reusable; numbering restarts for the new context.
-    s.receive(CloseContextFrame("x", immediate=True))
-    s.receive(ctx_text("x", "Again.", True))
+    core(s.receive(CloseContextFrame("x", immediate=True)))
+    core(s.receive(ctx_text("x", "Again.", True)))
     out.take(s.chunk_started("x", "Again."))
     out.take(s.audio("x", pcm(10), "pcm_s16le", 24000, 10))
     assert [(f.idx, f.chunk_id) for f in out.frames if isinstance(f, AudioFrame)] == [(0, 0)]
@@ -1714,8 +1809,8 @@ def test_m9_cap_slots_freed_by_close_and_timeout_ids_reusable() -> None:
 
 def test_m9_smaller_server_limit() -> None:
     s, _ = multi_server(max_contexts=1)
-    s.receive(ctx_text("a", " "))
-    [refused] = sends(s.receive(ctx_text("b", " ")))
+    core(s.receive(ctx_text("a", " ")))
+    [refused] = sends(core(s.receive(ctx_text("b", " "))))
     assert isinstance(refused, ErrorFrame) and refused.error_code == "TOO_MANY_CONTEXTS"
 
 
@@ -1723,21 +1818,25 @@ def test_m10_timeout_closes_an_idle_context_but_not_a_closing_one() -> None:
     """FIX: a context in graceful close is finishing its text, not idle (M-7); a timeout
     used to cancel it, and during close_socket that lost the session_closed forever."""
     s, _ = multi_server()
-    s.receive(ctx_text("a", "Hi", None))
-    assert s.timeout("a") == [CancelPipeline("a"), Send((ContextTimeoutFrame("a"),))]
-    assert s.timeout("a") == []
-    s.receive(ctx_text("b", "Hi", None))
-    s.receive(CloseSocketFrame())
-    assert s.timeout("b") == []  # closing: final + context_closed still owed
-    assert sends(s.flush_done("b"))[-1] == SessionClosedFrame() and s.closed
+    core(s.receive(ctx_text("a", "Hi", None)))
+    assert core(s.timeout("a")) == [
+        CancelPipeline("a"),
+        Purge(frozenset({"a"})),
+        Send((ContextTimeoutFrame("a"),)),
+    ]
+    assert core(s.timeout("a")) == []
+    core(s.receive(ctx_text("b", "Hi", None)))
+    core(s.receive(CloseSocketFrame()))
+    assert core(s.timeout("b")) == []  # closing: final + context_closed still owed
+    assert sends(core(s.flush_done("b")))[-1] == SessionClosedFrame() and s.closed
     s, _ = multi_server(config=WireConfig(inactivity_timeout=5.0))
     assert s.inactivity_timeout == 5.0 and MultiServer().inactivity_timeout == 20.0
 
 
 def test_m11_update_settings_applies_to_later_contexts() -> None:
     s, _ = multi_server()
-    s.receive(ctx_text("a", " ", temperature=0.5))
-    cmds = s.receive(UpdateSettingsFrame(WireConfig(cfg_scale=1.5, language="fr")))
+    core(s.receive(ctx_text("a", " ", temperature=0.5)))
+    cmds = core(s.receive(UpdateSettingsFrame(WireConfig(cfg_scale=1.5, language="fr"))))
     [ack] = sends(cmds)
     assert ack == SettingsUpdatedFrame(
         {
@@ -1750,16 +1849,16 @@ def test_m11_update_settings_applies_to_later_contexts() -> None:
         }
     )
     assert s.pipelines["a"].config.language is None  # not the existing context
-    cmds = s.receive(ctx_text("b", " "))
+    cmds = core(s.receive(ctx_text("b", " ")))
     assert isinstance(cmds[0], OpenPipeline) and cmds[0].config.language == "fr"
 
 
 def test_m12_context_errors_carry_the_context_id() -> None:
     s, _ = multi_server()
-    [missing] = sends(s.receive(ctx_text("a", "Hi", voice=None)))[1:]
+    [missing] = sends(core(s.receive(ctx_text("a", "Hi", voice=None))))[1:]
     assert missing == ErrorFrame("voice_id is required", "MISSING_VOICE_ID", 400, context_id="a")
-    s.receive(ctx_text("b", "Hi"))
-    cmds = s.error("b", ProtocolError("engine crashed", error_code="INTERNAL_ERROR", status=500))
+    core(s.receive(ctx_text("b", "Hi")))
+    cmds = core(s.error("b", ProtocolError("engine crashed", error_code="INTERNAL_ERROR", status=500)))
     assert cmds[0] == Send((ErrorFrame("engine crashed", "INTERNAL_ERROR", 500, context_id="b"),))
     assert cmds[1] == CancelPipeline("b") and sends(cmds)[-1].context_id == "b"  # type: ignore[union-attr]
     client = MultiClient()
@@ -1769,8 +1868,8 @@ def test_m12_context_errors_carry_the_context_id() -> None:
 
 def test_m_multi_frames_keep_per_context_order_and_interleave() -> None:
     s, out = multi_server()
-    s.receive(ctx_text("a", "A.", True))
-    s.receive(ctx_text("b", "B.", True))
+    core(s.receive(ctx_text("a", "A.", True)))
+    core(s.receive(ctx_text("b", "B.", True)))
     out.take(s.chunk_started("a", "A."))
     out.take(s.chunk_started("b", "B."))
     out.take(s.audio("b", pcm(1), "pcm_s16le", 24000, 1))
@@ -1854,10 +1953,10 @@ def test_multi_client_connection_lost_forgets_everything() -> None:
 
 def test_t3_missing_voice_and_empty_text() -> None:
     s = TtsServer()
-    assert s.receive(TtsRequest("Hi.", WireConfig())) == [
+    assert core(s.receive(TtsRequest("Hi.", WireConfig()))) == [
         Send((ErrorFrame("voice_id is required", "MISSING_VOICE_ID", 400),))
     ]
-    assert s.receive(TtsRequest("  ", WireConfig(voice_id=1))) == [
+    assert core(s.receive(TtsRequest("  ", WireConfig(voice_id=1)))) == [
         Send((ErrorFrame("text must not be empty", "VALIDATION_ERROR", 400),))
     ]
     assert s.queue == [] and s.pipelines == {}
@@ -1874,12 +1973,14 @@ def test_t2_error_replies_wait_for_the_pending_request() -> None:
     r1, [f1] = client.request("Two.", StreamConfig())  # no voice
     r2, [f2] = client.request("Three.", StreamConfig(voice_id=1))
     for f in (f0, f1, f2):
-        out.take(server.receive(decode_client_frame(encode(f), Endpoint.TTS)))
+        out.take(core(server.receive(decode_client_frame(encode(f), Endpoint.TTS))))
     speak(server, out, "req-0", "One.", [2400], 0.1, 1.0)
     assert [type(f) for f in out.frames] == [AudioFrame]  # no error mid-request
-    out.take(server.flush_done("req-0", 2400))
+    out.take(core(server.flush_done("req-0", 2400)))
     speak(server, out, "req-1", "Three.", [2400], 0.1, 1.0)
-    out.take(server.error("req-1", ProtocolError("engine crashed", error_code="EMPTY_AUDIO", status=500)))
+    out.take(
+        core(server.error("req-1", ProtocolError("engine crashed", error_code="EMPTY_AUDIO", status=500)))
+    )
     events = [e for f in wire_roundtrip(out.frames) for e in client.receive(f)]
     assert [(rid, type(e).__name__) for rid, e in events] == [
         (r0, "AudioChunk"),
@@ -1893,17 +1994,17 @@ def test_t2_error_replies_wait_for_the_pending_request() -> None:
 
 def test_t1_requests_are_numbered_and_answered_per_request() -> None:
     s, out = TtsServer(pricing=PRICING), Outbox()
-    s.receive(TtsRequest("A.", WireConfig(voice_id=1, model_id="kugel-2")))
-    s.receive(TtsRequest("B.", WireConfig(voice_id=1)))
+    core(s.receive(TtsRequest("A.", WireConfig(voice_id=1, model_id="kugel-2"))))
+    core(s.receive(TtsRequest("B.", WireConfig(voice_id=1))))
     assert s.queue == ["req-0", "req-1"]
     speak(s, out, "req-0", "A.", [2400, 2400], 0.2, 10.0)
-    [final] = s.flush_done("req-0", native_samples=4800)
+    [final] = sends(s.flush_done("req-0", native_samples=4800))
     assert isinstance(final, FinalFrame) and final.usage == SessionUsage(0.2, 2, 0.02, "eur", "kugel-2")
     assert final.stats == {"chunks": 2, "total_samples": 4800, "dur_ms": 200.0, "gen_ms": 10.0, "rtf": 0.05}
     speak(s, out, "req-1", "B.", [100], 0.004, 1.0)
     assert [f.idx for f in out.frames if isinstance(f, AudioFrame)] == [0, 1, 0]
     assert all(f.chunk_id is None for f in out.frames if isinstance(f, AudioFrame))  # FIX: tts has none
-    assert s.flush_done("req-0") == [] and s.error("req-0", ProtocolError("x")) == []
+    assert core(s.flush_done("req-0")) == [] and core(s.error("req-0", ProtocolError("x"))) == []
 
 
 def test_tts_client_drops_stream_only_keys() -> None:
@@ -1980,7 +2081,7 @@ class ServerProbe:
 
     def receive(self, frame: ClientFrame) -> Emitted:
         self.last_frame = frame
-        return self._process(self.server.receive(frame), None)
+        return self._process(core(self.server.receive(frame)), None)
 
     def runnable(self) -> list[str]:
         """Keys whose pipeline may report now (sequential on stream/tts)."""
@@ -2007,8 +2108,8 @@ class ServerProbe:
             sim.flushes -= 1
             sim.text = ""
             if isinstance(s, TtsServer):
-                return self._process(s.flush_done(key, native_samples=action), key)
-            return self._process(s.flush_done(key), key)
+                return self._process(core(s.flush_done(key, native_samples=action)), key)
+            return self._process(core(s.flush_done(key)), key)
         return None
 
     def finish(self, key: str) -> None:
@@ -2026,18 +2127,18 @@ class ServerProbe:
             lambda: s.audio(key, pcm(10), "pcm_s16le", 24000, 10),
             lambda: s.word_timestamps(key, WORDS),
             lambda: s.chunk_done(key, 0.1, 1.0),
-            lambda: s.flush_done(key),
-            lambda: s.error(key, ProtocolError("late", error_code="INTERNAL_ERROR", status=500)),
+            lambda: core(s.flush_done(key)),
+            lambda: core(s.error(key, ProtocolError("late", error_code="INTERNAL_ERROR", status=500))),
         ]
         if isinstance(s, StreamServer):
-            calls.append(lambda: s.idle_timeout(key))
+            calls.append(lambda: core(s.idle_timeout(key)))
         if isinstance(s, MultiServer):
-            calls.append(lambda: s.timeout(key))
+            calls.append(lambda: core(s.timeout(key)))
         assert calls[action % len(calls)]() == []
 
     def error(self, key: str) -> Emitted:
         exc = ProtocolError("engine crashed", error_code="INTERNAL_ERROR", status=500)
-        return self._process(self.server.error(key, exc), key)
+        return self._process(core(self.server.error(key, exc)), key)
 
     # -- checking ---------------------------------------------------------------------
 
@@ -2046,7 +2147,8 @@ class ServerProbe:
         frames: list[ServerFrame] = []
         cancels: list[str] = []
         for r in results:
-            assert not self.socket_done, f"{r!r} after the socket closed"
+            # After close_socket a late frame gets only the PROTOCOL error (or nothing).
+            assert not self.socket_done or is_protocol_error([r]), f"{r!r} after the socket closed"
             if isinstance(r, Send):
                 frames.extend(r.frames)
             elif isinstance(r, OpenPipeline):
@@ -2066,11 +2168,16 @@ class ServerProbe:
                 self.logs[r.key].flushes += 1
             elif isinstance(r, CancelPipeline):
                 cancels.append(r.key)
+            elif isinstance(r, StartPipeline | Purge):
+                pass  # the probe delivers every frame at once: nothing waits to purge
             elif isinstance(r, CloseSocket):
                 assert r.code == 1000 and (not self.multi or self.server.closed)  # type: ignore[union-attr]
                 self.socket_done = True
             else:
                 frames.append(r)
+        for f in frames:
+            if isinstance(f, AudioFrame):  # delivered at once: written to the socket (M-7a)
+                self.server.audio_sent(f.context_id if self.multi else key, f.samples / f.sr)  # type: ignore[arg-type]
         for i, f in enumerate(frames):
             emitted.append((self._check(key, f, frames[i + 1 :]), f))
         for k in cancels:
@@ -2166,7 +2273,7 @@ class ServerProbe:
             case ErrorFrame():
                 if self.multi and f.context_id is None:
                     # M-12: only a frame naming no context may get an error without one.
-                    assert call_key is None and getattr(self.last_frame, "context_id", 0) is None
+                    assert call_key is None and getattr(self.last_frame, "context_id", None) is None
                 if log is not None and call_key is not None:
                     log.failed = True
                     if self.tts:
@@ -2333,7 +2440,7 @@ class StreamWorld(RuleBasedStateMachine):
         key = self.server.open_turn
         assert key is not None
         self.raced = True  # the server ends a turn the client still writes to (S-8)
-        self._to_client(self.probe._process(self.server.idle_timeout(key), key))
+        self._to_client(self.probe._process(core(self.server.idle_timeout(key)), key))
 
     @precondition(lambda self: self.probe.runnable())
     @rule()
@@ -2492,9 +2599,11 @@ class MultiWorld(RuleBasedStateMachine):
     def timeout(self, data: st.DataObject) -> None:
         cid = data.draw(st.sampled_from(self.server.open_contexts))
         self.raced = True  # the client may still write to it; M-1 re-creates it then
-        closing = self.server.pipelines[cid].closing
-        emitted = self.probe._process(self.server.timeout(cid), cid)
-        assert (emitted == []) is closing  # a closing context is not idle (M-7)
+        p = self.server.pipelines[cid]
+        closing = p.state.name == "ENDING"  # gracefully closing
+        busy = p.pending_flushes > 0 or p.current_chunk is not None  # still speaking
+        emitted = self.probe._process(core(self.server.timeout(cid)), cid)
+        assert (emitted == []) is (closing or busy)  # neither is idle (M-7, M-10)
         self.s2c.extend(f for _, f in emitted)
 
     @precondition(lambda self: self.probe.runnable())
@@ -2634,7 +2743,8 @@ SERVER_OPS = st.lists(
 @given(kind=st.sampled_from(["stream", "multi", "tts"]), ops=SERVER_OPS, cap=st.integers(1, 3))
 def test_server_machines_under_arbitrary_frames(kind: str, ops: list[tuple[str, Any]], cap: int) -> None:
     """Any frame sequence from any client, with a correct I/O layer: the machines raise
-    nothing but LocalProtocolError (wrong endpoint, after close_socket) and every frame
+    nothing, answer only a wrong-endpoint frame or one after close_socket with the
+    PROTOCOL_ERROR frame, and every frame
     they produce satisfies the probe's invariants."""
     server: StreamServer | MultiServer | TtsServer = {
         "stream": lambda: StreamServer(pricing=PRICING),
@@ -2644,10 +2754,9 @@ def test_server_machines_under_arbitrary_frames(kind: str, ops: list[tuple[str, 
     probe = ServerProbe(server)
     for op, arg in ops:
         if op == "frame":
-            try:
-                probe.receive(arg)
-            except LocalProtocolError:
-                closed = getattr(server, "closed", False) or getattr(server, "closing_socket", False)
+            closed = getattr(server, "closed", False) or getattr(server, "closing_socket", False)
+            emitted = probe.receive(arg)
+            if any(isinstance(f, ErrorFrame) and f.error_code == "PROTOCOL_ERROR" for _, f in emitted):
                 wrong = {
                     "stream": isinstance(arg, TtsRequest | CloseContextFrame),
                     "multi": isinstance(arg, CancelFrame | CloseFrame | TtsRequest)
@@ -2663,10 +2772,10 @@ def test_server_machines_under_arbitrary_frames(kind: str, ops: list[tuple[str, 
             probe.error(keys[arg % len(keys)])
         elif op == "timer":
             if isinstance(server, StreamServer) and server.open_turn:
-                probe._process(server.idle_timeout(server.open_turn), server.open_turn)
+                probe._process(core(server.idle_timeout(server.open_turn)), server.open_turn)
             elif isinstance(server, MultiServer) and server.open_contexts:
                 cid = server.open_contexts[arg % len(server.open_contexts)]
-                probe._process(server.timeout(cid), cid)
+                probe._process(core(server.timeout(cid)), cid)
 
 
 SERVER_FRAMES = st.one_of(
@@ -2751,3 +2860,47 @@ def test_client_machines_under_arbitrary_server_frames(ops: list[Any]) -> None:
             assert isinstance(out, RxTtsError) or out.context_id == getattr(op, "context_id", None)
         assert len(multi.contexts) <= multi.config.max_contexts
         [(_, _)] = tts.receive(op)
+
+
+# -- timers in virtual time: the core never reads the clock ---------------------------------
+
+
+def test_s8a_idle_timer_is_held_while_output_is_busy_and_counts_from_the_later_end() -> None:
+    s, _ = stream_server()
+    cmds = s.receive(text("Unfinished", voice_id=1), now=10.0)
+    assert ArmTimer("turn-0", 15.0) in cmds  # S-8: 5 s after the last text
+    assert s.receive(text(" more"), now=11.0)[-1] == ArmTimer("turn-0", 16.0)
+    assert s.output_idle(False, 12.0) == [CancelTimer("turn-0")]  # audio being paced out
+    assert s.timer_fired("turn-0", 16.0) == []  # held: not silence (S-8a)
+    assert s.output_idle(True, 14.0) == [ArmTimer("turn-0", 19.0)]  # later of 11 and 14
+    assert s.timer_fired("turn-0", 18.9) == []  # early (a stale handle): ignored
+    cmds = s.timer_fired("turn-0", 19.0)
+    assert core(cmds) == [Send((WarningFrame(AUTO_FLUSH_WARNING),)), Flush("turn-0")]
+    assert CancelTimer("turn-0") in cmds and s.open_turn is None
+
+
+def test_s8a_idle_seconds_is_the_machines_setting_and_flush_disarms() -> None:
+    s = StreamServer(idle_seconds=0.5)
+    assert ArmTimer("turn-0", 3.5) in s.receive(text("Hi", voice_id=1), now=3.0)
+    cmds = s.receive(FlushFrame(), now=3.2)
+    assert CancelTimer("turn-0") in cmds and Flush("turn-0") in cmds
+    assert s.timer_fired("turn-0", 3.5) == []  # the turn is ending: nothing to time out
+
+
+def test_m10_inactivity_timer_rearms_on_frames_busy_timers_and_idle_output() -> None:
+    s, _ = multi_server(default_inactivity_timeout=20.0)
+    assert ArmTimer("a", 20.0) in s.receive(ctx_text("a", "One.", True), now=0.0)
+    assert s.timer_fired("a", 19.0) == []  # not due yet
+    assert s.timer_fired("a", 20.0) == [ArmTimer("a", 40.0)]  # a flush is pending: busy
+    assert s.output_idle("a", False, 21.0) == []
+    assert s.output_idle("a", True, 25.0) == [ArmTimer("a", 45.0)]  # idle counts from here
+    core(s.flush_done("a"))
+    cmds = s.timer_fired("a", 45.0)
+    assert core(cmds) == [CancelPipeline("a"), Purge(frozenset({"a"})), Send((ContextTimeoutFrame("a"),))]
+    assert CancelTimer("a") in cmds and s.open_contexts == []
+
+
+def test_m10_client_inactivity_timeout_beats_the_servers() -> None:
+    s, _ = multi_server(default_inactivity_timeout=20.0)
+    cmds = s.receive(ctx_text("a", " ", inactivity_timeout=3.0), now=1.0)
+    assert ArmTimer("a", 4.0) in cmds  # PROTOCOL U-8: the client's value first

@@ -72,7 +72,7 @@ async def wait_for_server(
 
 
 def test_fifty_streaming_sessions_and_twenty_contexts_at_once(server_factory):
-    server = server_factory(workers=2)
+    server = server_factory(engine_threads=2)
     baseline = server.stats()
 
     async def main() -> dict[str, Any]:

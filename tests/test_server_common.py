@@ -363,7 +363,7 @@ def test_cli_serve_prints_url_serves_and_exits_cleanly_on_sigterm(wire):
 
         frames, code = wire.run(main())
         assert frames[-1]["usage"]["cost_cents"] == 0.0
-        assert code == 1001
+        assert code == 1012  # G-11: a drain closes with 1012, never 1001
         assert proc.wait(10) == 0
     finally:
         if proc.poll() is None:
@@ -410,3 +410,42 @@ def test_embedded_server_port_in_use_raises_oserror(tone_server):
 
     with pytest.raises(OSError):
         start_background_server("tone", port=tone_server.port, warm_up=False)
+
+
+def test_admission_refuses_upgrades_beyond_max_sessions_with_503_retry_after(server_factory, wire):
+    import websockets as ws_lib
+    from websockets.exceptions import InvalidStatus
+
+    server = server_factory(max_sessions=2)
+
+    async def main():
+        async with wire.connect(server, "/ws/tts/stream"), wire.connect(server, "/ws/tts"):
+            try:
+                async with ws_lib.connect(f"{server.url}/ws/tts/multi?api_key=k", open_timeout=5):
+                    refused = None
+            except InvalidStatus as exc:
+                refused = exc.response
+        # Both closed: a slot is free again once the server has seen the closes.
+        while server.stats().connections:
+            await asyncio.sleep(0.01)
+        async with wire.connect(server, "/ws/tts/stream") as again:
+            await again.send({"text": "Hi.", "flush": True, "voice_id": 1071})
+            frames = await again.recv_until(lambda f: f.get("session_closed"))
+        return refused, frames
+
+    refused, frames = wire.run(main())
+    assert refused is not None and refused.status_code == 503
+    assert refused.headers.get("Retry-After") == "1"
+    assert frames[-1]["session_closed"]
+
+
+def test_serve_flags_engine_threads_with_hidden_workers_alias_drain_and_admission():
+    from rxtts.server.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args([]).engine_threads == 2
+    assert parser.parse_args(["--engine-threads", "4"]).engine_threads == 4
+    assert parser.parse_args(["--workers", "3"]).engine_threads == 3  # the old name still works
+    assert "--workers" not in parser.format_help()
+    args = parser.parse_args(["--drain-timeout", "5", "--max-sessions", "8"])
+    assert (args.drain_timeout, args.max_sessions) == (5.0, 8)

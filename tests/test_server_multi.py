@@ -116,7 +116,7 @@ def test_M4_blank_text_makes_no_audio_and_empty_text_keeps_context_alive(server_
 
 
 def test_M5_every_context_frame_tagged_and_contexts_interleave(server_factory, wire):
-    server = server_factory(ToneEngine(delay_per_block_s=0.01), workers=2)
+    server = server_factory(ToneEngine(delay_per_block_s=0.01), engine_threads=2)
     text = "Both contexts speak this rather long sentence at the same time, interleaved. " * 2
 
     async def main():
@@ -347,3 +347,34 @@ def test_M12_context_errors_carry_context_id(tone_server, wire):
     assert unknown["error_code"] == "VALIDATION_ERROR" and unknown["context_id"] == "bad"
     assert "424242" in unknown["error"]
     assert session_wide["error_code"] == "PROTOCOL_ERROR" and "context_id" not in session_wide
+
+
+def test_M7a_late_immediate_close_sends_no_final_and_bills_only_audio_sent(server_factory, wire):
+    """PROTOCOL M-7a: JS ``closeContext(id, true)`` late in a context's text, after the
+    text finished generating but while its audio is still paced out: no ``final`` (the
+    queued one is purged too) and ``usage`` bills only the audio written to the socket."""
+    server = server_factory(ToneEngine(ms_per_char=40.0), max_lead_seconds=0.3)
+    text = "This sentence is long enough to be spoken for a few seconds of paced audio. " * 2
+
+    async def main():
+        async with wire.connect(server, MULTI) as ws:
+            await ws.send({"text": " ", "context_id": "a", "voice_settings": vs()})
+            await ws.recv()  # context_created
+            await ws.send({"text": text, "context_id": "a", "flush": True})
+            frames = [await ws.recv()]
+            start = time.perf_counter()
+            while time.perf_counter() - start < 1.0:  # ~1.3 s of ~6 s delivered
+                frames.append(await ws.recv())
+            await ws.send({"close_context": True, "context_id": "a", "immediate": True})
+            frames += await ws.recv_until(ctx_is("context_closed", "a"))
+            frames += await ws.quiet(0.5)
+            return frames
+
+    frames = wire.run(main())
+    generated = len(text.strip()) * 0.040  # the tone engine had made all of it
+    delivered = sum(f["samples"] / f["sr"] for f in frames if "audio" in f)
+    closed = next(f for f in frames if f.get("context_closed"))
+    assert not any(f.get("final") for f in frames)
+    assert 0.8 < delivered < generated / 2  # the close really came while audio was paced
+    assert closed["usage"]["audio_seconds"] == round(delivered, 4)
+    assert frames.index(closed) > max(i for i, f in enumerate(frames) if "audio" in f)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
@@ -103,3 +104,70 @@ def test_piper_two_contexts_concurrently_with_distinct_voices(piper_server, wire
     ratio = pitch(jo) / pitch(joe)
     print(f"\npiper 1072/1071 F0 ratio {ratio:.2f}")
     assert 1.12 < ratio < 1.45  # 1072 is joe pitched up 4 semitones (x1.26)
+
+
+ONE_CLAUSE = (
+    " ".join(
+        ["the old sailor walked slowly along the quiet harbour wall and looked out across the grey water"] * 2
+    )
+    + "."
+)
+"""One long sentence without clause marks: piper runs it as a single inference."""
+
+
+class RunSpy:
+    """Wraps the onnxruntime session: records when each ``run`` starts and ends."""
+
+    def __init__(self, session):
+        self.session = session
+        self.runs: list[tuple[float, float | None]] = []
+        self.started = __import__("threading").Event()
+
+    def run(self, *args, **kwargs):
+        self.runs.append((time.perf_counter(), None))
+        self.started.set()
+        try:
+            return self.session.run(*args, **kwargs)
+        finally:
+            self.runs[-1] = (self.runs[-1][0], time.perf_counter())
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+
+def test_piper_cancel_terminates_the_running_inference(server_factory, wire):
+    """DESIGN 4: cancel stops synthesis mid-inference (``RunOptions.terminate``), so the
+    engine is free again long before the clause would have finished."""
+    from rxtts.server.engines.piper import PiperEngine
+
+    engine = PiperEngine(threads=1)
+    engine.warm_up()
+    model = engine._load()
+    spy = RunSpy(model.session)
+    object.__setattr__(model, "session", spy)  # frozen dataclass; the spy sees every run
+    server = server_factory(engine)
+
+    async def main():
+        async with wire.connect(server, "/ws/tts/stream") as ws:
+            # Uncancelled first: how long the one inference takes here.
+            await ws.send(
+                {"text": ONE_CLAUSE, "flush": True, "voice_id": VOICE, "chunk_length_schedule": [900]}
+            )
+            await ws.recv_until(lambda f: f.get("session_closed"), timeout=60)
+            full = spy.runs[-1][1] - spy.runs[-1][0]
+            spy.started.clear()
+            await ws.send({"text": ONE_CLAUSE, "flush": True})
+            while not spy.started.is_set():
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)
+            cancelled_at = time.perf_counter()
+            await ws.send({"cancel": True})
+            await ws.recv_until(lambda f: f.get("interrupted"), timeout=10)
+            while spy.runs[-1][1] is None:
+                await asyncio.sleep(0.005)
+            return full, spy.runs[-1][1] - cancelled_at
+
+    full, busy_after_cancel = wire.run(main(), timeout=120)
+    print(f"\npiper one inference {full * 1000:.0f} ms; busy {busy_after_cancel * 1000:.0f} ms after cancel")
+    assert full > 0.4  # long enough that finishing it would be visible
+    assert busy_after_cancel < min(0.2, full / 3)

@@ -299,9 +299,10 @@ def test_flush_timeout_ms_releases_partial_text_but_keeps_the_turn_open(tone_ser
             return chunk, rest
 
     chunk, rest = wire.run(main())
-    assert chunk[0]["text"] == "Hello there, how are"
+    # S-8a: the release stops at the last word boundary; "are" may still be growing.
+    assert chunk[0]["text"] == "Hello there, how"
     assert not any(f.get("final") for f in chunk)
-    assert rest[0]["text"] == "you?" and rest[0]["chunk_id"] == 1
+    assert rest[0]["text"] == "are you?" and rest[0]["chunk_id"] == 1
     assert rest[-1]["total_text_chunks"] == 2
 
 
@@ -402,3 +403,56 @@ def test_tts_endpoint_is_not_paced(tone_server, wire):
     frames, elapsed = wire.run(main())
     assert frames[-1]["dur_ms"] == 3000.0
     assert elapsed < 1.0
+
+
+def test_S8a_idle_turn_end_counts_from_when_paced_audio_is_all_sent(server_factory, wire):
+    """PROTOCOL S-8a: the 5 s (here 0.5 s) idle end counts from the later of the last text
+    and the moment nothing is left to send; paced audio still leaving is not silence."""
+    server = server_factory(ToneEngine(ms_per_char=40.0), idle_flush_seconds=0.5, max_lead_seconds=0.3)
+
+    async def main():
+        async with wire.connect(server, STREAM) as ws:
+            first = "A complete first sentence that speaks for a while."  # ~2 s of audio
+            await ws.send({"text": f"{first} Then", "flush": False, "voice_id": VOICE, "auto_mode": True})
+            sent = time.perf_counter()
+            frames, at = [], []
+            while not frames or not is_closed(frames[-1]):
+                frames.append(await ws.recv(timeout=8))
+                at.append(time.perf_counter() - sent)
+            return frames, at
+
+    frames, at = wire.run(main())
+    kinds = wire.kinds(frames)
+    warning = kinds.index("warning")
+    done = kinds.index("chunk_complete")
+    assert done < warning  # the first chunk's audio went out before the turn ended
+    assert at[done] > 1.0  # paced: ~2 s of audio left over ~1.7 s
+    assert at[warning] - at[done] >= 0.4  # idle counted from the last frame sent
+    assert kinds[-2:] == ["final", "session_closed"]
+
+
+def test_S5_M7a_cancel_while_paced_audio_is_queued_reports_nothing_for_the_turn(server_factory, wire):
+    """PROTOCOL S-5, M-7a: a turn whose text finished generating and whose final and
+    session_closed wait behind paced audio is cancelled: none of them is sent, so it is
+    never billed; the next turn's usage counts only its own audio."""
+    server = server_factory(ToneEngine(ms_per_char=40.0), max_lead_seconds=0.3)
+    text = "This sentence is long enough to be spoken for a few seconds of paced audio."
+
+    async def main():
+        async with wire.connect(server, STREAM) as ws:
+            await ws.send({"text": text, "flush": True, "voice_id": VOICE})
+            first = [await ws.recv()]
+            start = time.perf_counter()
+            while time.perf_counter() - start < 0.8:
+                first.append(await ws.recv())
+            await ws.send({"cancel": True})
+            first += await ws.recv_until(lambda f: f.get("interrupted"))
+            await ws.send({"text": "Next.", "flush": True})
+            return first, await ws.recv_until(is_closed)
+
+    first, second = wire.run(main())
+    assert not any(f.get("final") or f.get("session_closed") for f in first)
+    assert sum(f["samples"] / f["sr"] for f in first if "audio" in f) < len(text) * 0.040 / 2
+    usage = second[-1]["usage"]
+    assert usage["characters"] == len("Next.")
+    assert usage["audio_seconds"] == round(sum(f["samples"] / f["sr"] for f in second if "audio" in f), 4)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from rxtts.audio.g711 import decode_samples
@@ -112,3 +114,54 @@ def test_output_format_wins_over_sample_rate_and_g711_decodes(tone_server, wire)
         spectrum = np.abs(np.fft.rfft(pcm))
         peak = np.fft.rfftfreq(len(pcm), 1 / sr)[int(np.argmax(spectrum))]
         assert abs(peak - 200) < 10  # the 200 Hz voice survived resampling and G.711
+
+
+WORDS_TEXT = (
+    "The first sentence of this request is long enough to fill the first chunk on its own. "
+    "Then a second and rather longer sentence follows it, with a few clauses and plenty of words, "
+    "so that the schedule needs a second chunk to hold all of it. "
+    "And the third one closes it."
+)
+
+
+def check_words(frames: list[dict], text: str) -> list[dict]:
+    """Every word indexes ``text``, in order; times never go back (issue 17)."""
+    words = [w for f in frames if "word_timestamps" in f for w in f["word_timestamps"]]
+    assert [w["word"] for w in words] == text.split()
+    for w in words:
+        assert text[w["char_start"] : w["char_end"]] == w["word"]
+    for a, b in itertools.pairwise(words):
+        assert a["char_end"] <= b["char_start"] and a["end_ms"] <= b["start_ms"] + 1
+    return words
+
+
+def test_word_timestamps_of_a_multi_chunk_request_index_the_request_and_never_go_back(tone_server, wire):
+    async def main():
+        async with wire.connect(tone_server, TTS) as ws:
+            await ws.send({"text": WORDS_TEXT, **REQUEST, "voice_id": 1071, "word_timestamps": True})
+            return await ws.recv_until(lambda f: f.get("final") or f.get("error"))
+
+    frames = wire.run(main())
+    assert sum("word_timestamps" in f for f in frames) >= 2  # more than one chunk
+    words = check_words(frames, WORDS_TEXT)
+    then = next(w for w in words if w["word"] == "Then")
+    assert WORDS_TEXT[then["char_start"] :].startswith("Then a second")
+    total_ms = sum(f["samples"] / f["sr"] for f in frames if "audio" in f) * 1000
+    # "Then" starts after the first chunk's ~0.86 s, not at 0; the last word ends the audio.
+    assert then["start_ms"] > 700 and abs(words[-1]["end_ms"] - total_ms) <= 1
+
+
+def test_word_timestamps_on_stream_are_relative_to_the_turn_text(tone_server, wire):
+    tokens = [WORDS_TEXT[i : i + 7] for i in range(0, len(WORDS_TEXT), 7)]
+
+    async def main():
+        async with wire.connect(tone_server, "/ws/tts/stream") as ws:
+            for i, token in enumerate(tokens):
+                extra = {"voice_id": 1071, "word_timestamps": True} if i == 0 else {}
+                await ws.send({"text": token, "flush": False, **extra})
+            await ws.send({"flush": True})
+            return await ws.recv_until(lambda f: f.get("session_closed"))
+
+    frames = wire.run(main())
+    assert sum("word_timestamps" in f for f in frames) >= 2
+    check_words(frames, WORDS_TEXT)  # the base: the text the client sent in this turn

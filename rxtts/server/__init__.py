@@ -12,11 +12,21 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rxtts.server.app import ServerOptions, TtsApp
     from rxtts.server.embedded import RunningServer, start_background_server
+    from rxtts.server.socket import ServerSocket, SocketClosed
 
-__all__ = ["RunningServer", "ServerOptions", "TtsApp", "start_background_server"]
+__all__ = [
+    "RunningServer",
+    "ServerOptions",
+    "ServerSocket",
+    "SocketClosed",
+    "TtsApp",
+    "start_background_server",
+]
 
 _LAZY = {
-    "ServerOptions": "rxtts.server.app",
+    "ServerOptions": "rxtts.server.options",
+    "ServerSocket": "rxtts.server.socket",
+    "SocketClosed": "rxtts.server.socket",
     "TtsApp": "rxtts.server.app",
     "RunningServer": "rxtts.server.embedded",
     "start_background_server": "rxtts.server.embedded",

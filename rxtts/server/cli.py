@@ -1,7 +1,9 @@
 """``rxtts serve``: run the local KugelAudio-compatible TTS server in the foreground.
 
 Prints one line containing ``ws://HOST:PORT`` once it accepts connections (port 0 shows
-the real port); Ctrl-C / SIGTERM close every socket with 1001 and exit 0.
+the real port); Ctrl-C / SIGTERM drain (PROTOCOL G-11): new upgrades get HTTP 503 +
+``Retry-After``, idle sockets close 1012 at once, busy ones 1012 after their current turn
+or context work (at most ``--drain-timeout`` s), then it exits 0.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from rxtts.engine import EngineUnavailableError
 from rxtts.server.app import API_KEY_ENV, ServerOptions, TtsApp, api_key_from_env
 from rxtts.server.embedded import resolve_engine, run_until_stopped
-from rxtts.server.engines.base import EngineUnavailableError
 from rxtts.server.engines.catalogue import ENGINE_NAMES
 
 __all__ = ["build_parser", "main"]
@@ -37,7 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="EUR cents per audio minute for usage (default 0: the local server is free)",
     )
     p.add_argument("--threads", type=int, default=2, help="piper onnxruntime threads per inference")
-    p.add_argument("--workers", type=int, default=2, help="engine worker threads")
+    p.add_argument("--engine-threads", type=int, default=2, help="engine worker threads (default 2)")
+    p.add_argument("--workers", type=int, dest="engine_threads", help=argparse.SUPPRESS)  # old name
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="SIGTERM: seconds busy sockets may finish their turn before 1012 (default 30)",
+    )
     p.add_argument("--idle-flush-seconds", type=float, default=5.0, help="stream idle auto-flush")
     p.add_argument("--inactivity-timeout", type=float, default=20.0, help="multi context timeout (s)")
     p.add_argument(
@@ -52,16 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--send-timeout", type=float, default=60.0, help="drop a client that reads nothing for this long"
     )
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        help="admission: open WebSockets at most; more get HTTP 503 + Retry-After (default unlimited)",
+    )
     p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     return p
 
 
 async def _serve(app: TtsApp, host: str, port: int) -> None:
     server = await app.serve(host, port)
-    stop = asyncio.Event()
+    stop, drain = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+    # G-11: SIGTERM (a deploy) drains: 503 to new upgrades, 1012 after each socket's
+    # current work; Ctrl-C drains too.
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, drain.set)
     bound = server.sockets[0].getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     print(
@@ -69,7 +86,7 @@ async def _serve(app: TtsApp, host: str, port: int) -> None:
         f"REST http://{shown}:{bound[1]}/v1/models)",
         flush=True,
     )
-    await run_until_stopped(server, app, stop)
+    await run_until_stopped(server, app, stop, drain)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,7 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             price_cents_per_minute=args.price_cents_per_minute,
             idle_flush_seconds=args.idle_flush_seconds,
             inactivity_timeout=args.inactivity_timeout,
-            workers=args.workers,
+            engine_threads=args.engine_threads,
+            drain_timeout=args.drain_timeout,
+            max_sessions=args.max_sessions,
             max_lead_seconds=args.max_lead_seconds or None,
             max_queued_bytes=int(args.max_queued_mib * (1 << 20)),
             send_timeout=args.send_timeout,

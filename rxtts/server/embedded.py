@@ -11,14 +11,15 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from websockets.asyncio.server import Server
 
+from rxtts.engine import Engine
 from rxtts.server.app import ServerOptions, ServerStats, TtsApp
-from rxtts.server.engines.base import Engine
 from rxtts.server.engines.catalogue import best_available_engine, build_engine
 
 __all__ = ["RunningServer", "resolve_engine", "start_background_server"]
@@ -47,6 +48,8 @@ class RunningServer:
     _loop: asyncio.AbstractEventLoop = field(repr=False)
     _thread: threading.Thread = field(repr=False)
     _stop: asyncio.Event = field(repr=False)
+    _draining: asyncio.Event = field(repr=False)
+    _drain_timeout: float = field(default=0.0, repr=False)
 
     @property
     def url(self) -> str:
@@ -99,15 +102,31 @@ class RunningServer:
 
         async def close_all() -> int:
             sessions = list(self.app.sessions)
-            await asyncio.gather(*(s.ws.close(code, reason) for s in sessions))
+            await asyncio.gather(*(s.sock.close(code, reason) for s in sessions))
             return len(sessions)
 
         if not self._thread.is_alive():
             raise RuntimeError("the server is not running")
         return asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(timeout)
 
+    def drain(self, timeout: float | None = None) -> None:
+        """G-11: drain, then stop (a deploy restart); blocks until the thread ended.
+
+        New upgrades get HTTP 503 + ``Retry-After``, idle sockets close 1012 at once,
+        busy ones with 1012 after their current turn/context work, bounded by
+        ``timeout`` (default ``ServerOptions.drain_timeout``); then 1012 anyway.
+        """
+        if not self._thread.is_alive():
+            return
+        limit = self.app.options.drain_timeout if timeout is None else timeout
+        self._drain_timeout = limit
+        with contextlib.suppress(RuntimeError):  # loop already closed
+            self._loop.call_soon_threadsafe(self._draining.set)
+        self._thread.join(limit + 10.0)
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Close every socket with 1001, stop the engines, join the thread (idempotent)."""
+        """Close every socket with 1001 at once, stop the engines, join the thread
+        (idempotent). Not a deploy drain: use :meth:`drain` for that (G-11)."""
         if self._thread.is_alive():
             with contextlib.suppress(RuntimeError):  # loop already closed
                 self._loop.call_soon_threadsafe(self._stop.set)
@@ -129,14 +148,42 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def run_until_stopped(server: Server, app: TtsApp, stop: asyncio.Event) -> None:
-    """Serve until ``stop`` is set, then close sockets with 1001 and stop the engines."""
+async def run_until_stopped(
+    server: Server,
+    app: TtsApp,
+    stop: asyncio.Event,
+    drain: asyncio.Event | None = None,
+    drain_timeout: Callable[[], float] | None = None,
+) -> None:
+    """Serve until ``stop`` (close sockets with 1001) or ``drain`` (G-11) is set."""
+    waits = [asyncio.ensure_future(stop.wait())]
+    if drain is not None:
+        waits.append(asyncio.ensure_future(drain.wait()))
     try:
-        await stop.wait()
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if drain is not None and drain.is_set():
+            timeout = drain_timeout() if drain_timeout is not None else app.options.drain_timeout
+            await drain_sessions(app, timeout)
     finally:
+        for w in waits:
+            w.cancel()
         server.close(close_connections=True)  # websockets: code 1001 (going away)
         await server.wait_closed()
         app.close()
+
+
+async def drain_sessions(app: TtsApp, timeout: float) -> None:
+    """G-11: refuse upgrades, close idle sockets 1012 now and busy ones after their work;
+    after ``timeout`` seconds close the rest with 1012 too."""
+    app.drain()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while app.sessions and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    if app.sessions:
+        await app.close_remaining()
+    while app.sessions and loop.time() < deadline + 5.0:
+        await asyncio.sleep(0.02)
 
 
 def start_background_server(
@@ -158,12 +205,14 @@ def start_background_server(
         threads: Piper's onnxruntime threads when the engine is built here.
         warm_up: Load the model before accepting connections (first request is fast).
         **options: :class:`~rxtts.server.app.ServerOptions` fields, e.g. ``api_key``,
-            ``idle_flush_seconds``, ``inactivity_timeout``, ``workers``.
+            ``idle_flush_seconds``, ``inactivity_timeout``, ``engine_threads``.
 
     Raises:
         EngineUnavailableError: no such engine is installed.
         OSError: the address cannot be bound.
     """
+    if "workers" in options:  # the old name of engine_threads (rxtts.bench passes it)
+        options["engine_threads"] = options.pop("workers")
     server_options = ServerOptions(**options)
     instance = resolve_engine(engine, threads)
     if warm_up:
@@ -172,11 +221,13 @@ def start_background_server(
     ready = threading.Event()
     result: dict[str, Any] = {}
 
+    holder: list[RunningServer] = []
+
     def main() -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        stop = asyncio.Event()
-        result["loop"], result["stop"] = loop, stop
+        stop, draining = asyncio.Event(), asyncio.Event()
+        result["loop"], result["stop"], result["drain"] = loop, stop, draining
 
         async def run() -> None:
             try:
@@ -187,7 +238,7 @@ def start_background_server(
                 return
             result["port"] = server.sockets[0].getsockname()[1]
             ready.set()
-            await run_until_stopped(server, app, stop)
+            await run_until_stopped(server, app, stop, draining, lambda: holder[0]._drain_timeout)
 
         try:
             loop.run_until_complete(run())
@@ -201,4 +252,8 @@ def start_background_server(
     if "error" in result:
         thread.join()
         raise result["error"]
-    return RunningServer(host, result["port"], app, result["loop"], thread, result["stop"])
+    running = RunningServer(
+        host, result["port"], app, result["loop"], thread, result["stop"], result["drain"]
+    )
+    holder.append(running)
+    return running

@@ -2,15 +2,15 @@
 
 ::
 
-    text (str | FLUSH) ─► sentences() ─► chunk_schedule(schedule, auto_mode, ...) ─►
+    text (str | FLUSH) ─► chunk_schedule(schedule, auto_mode, segment=True, idle, ...) ─►
     synthesize(engine, voice, settings) ─► encode_audio(output_format) ─► events
 
 :func:`build_pipeline` composes the public operators from the client's config;
 :class:`PipelineRunner` is the I/O side of one pipeline: it buffers text until the
 pipeline starts (stream turn N+1 waits for turn N, PROTOCOL S-6), counts unspoken
-characters (the per-turn buffer limit, DESIGN 7), runs the ``flush_timeout_ms`` idle
-timer, holds engine jobs while the connection's send queue is full (:class:`GatedExecutor`,
-the server's output backpressure) and disposes everything on cancel.
+characters (the per-turn buffer limit, DESIGN 7), holds engine jobs while the
+connection's send queue is full (:class:`GatedExecutor`, the server's output
+backpressure) and disposes everything on cancel.
 """
 
 from __future__ import annotations
@@ -23,21 +23,19 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from reactivex import Observable, abc
 from reactivex import operators as ops
-from reactivex.disposable import SerialDisposable
 from reactivex.subject import Subject
 
 from rxtts.config import DEFAULT_SCHEDULE, OutputFormat
+from rxtts.engine import Engine, SynthesisSettings, VoiceInfo
 from rxtts.events import WordTimestamp
-from rxtts.operators import FLUSH, TextItem, chunk_schedule, sentences
+from rxtts.operators import TextItem, chunk_schedule
 from rxtts.operators.encode_audio import EncodeEvent, encode_audio
 from rxtts.operators.synthesize import ChunkDone, ChunkStarted, synthesize
 from rxtts.protocol.frames import WireConfig
-from rxtts.server.engines.base import Engine, SynthesisSettings, VoiceInfo
 
 __all__ = [
     "DEFAULT_MAX_BUFFER_LENGTH",
@@ -99,6 +97,9 @@ class PipelineSpec:
     gate: Callable[[], bool] | None = None
     """Output backpressure: while it returns False no new engine job starts (the
     connection's send queue is full); ``None`` = never hold."""
+    idle: Observable[bool] | None = None
+    """S-8a: True while the pipeline has nothing to make or send; the
+    ``flush_timeout_ms`` release counts only while the latest value is True."""
 
     @property
     def output_format(self) -> OutputFormat:
@@ -106,19 +107,16 @@ class PipelineSpec:
         return self.config.effective_format
 
 
-def build_pipeline(
-    text: Observable[TextItem],
-    spec: PipelineSpec,
-    drop_flush: Callable[[], bool] | None = None,
-) -> Observable[EncodeEvent]:
+def build_pipeline(text: Observable[TextItem], spec: PipelineSpec) -> Observable[EncodeEvent]:
     """Compose the public operators for one turn/context from the client's config.
 
-    ``drop_flush`` is asked at every FLUSH that leaves ``chunk_schedule``; when it says
-    so the FLUSH is swallowed (a soft flush that only released the buffered text).
+    ``chunk_schedule(segment=True)`` segments the raw text itself, so its
+    ``flush_timeout_ms`` release sees the sentence still arriving and never cuts inside a
+    word; it counts only while ``spec.idle`` says the pipeline has nothing to send
+    (PROTOCOL U-11, S-8a). That is the only idle timer of a pipeline.
     """
     cfg = spec.config
     chunks = text.pipe(
-        sentences(),
         # PROTOCOL 10: the server owns scheduling: chunk_length_schedule, auto_mode,
         # flush_timeout_ms, max_buffer_length.
         chunk_schedule(
@@ -127,11 +125,10 @@ def build_pipeline(
             max_buffer_length=cfg.max_buffer_length or DEFAULT_MAX_BUFFER_LENGTH,
             flush_timeout_ms=flush_timeout_ms(cfg),
             scheduler=spec.scheduler,
+            idle=spec.idle,
+            segment=True,
         ),
     )
-    if drop_flush is not None:
-        keep = drop_flush
-        chunks = chunks.pipe(ops.filter(lambda item: item is not FLUSH or not keep()))
     # Resampling and framing run on the engine's worker thread; each frame then hops to
     # the loop on its own, so frame 0 is on the wire while the rest is still encoded.
     return chunks.pipe(
@@ -219,7 +216,7 @@ def estimate_word_timestamps(text: str, audio_seconds: float) -> tuple[WordTimes
 
 
 class PipelineRunner:
-    """One pipeline on a connection: input buffer, subscription, soft-flush timer.
+    """One pipeline on a connection: input buffer, subscription, disposal.
 
     Cold until :meth:`start`: pushed items wait in a backlog, so a stream turn accepts
     text at once but speaks only after the previous turn ended (PROTOCOL S-6).
@@ -252,9 +249,6 @@ class PipelineRunner:
         self._subject: Subject[TextItem] = Subject()
         self._backlog: list[TextItem] = []
         self._subscription: abc.DisposableBase | None = None
-        self._soft_timer = SerialDisposable()
-        self._soft_flushes: deque[bool] = deque()
-        self._unflushed = 0
         self._gated = GatedExecutor(spec.executor, spec.gate) if spec.gate is not None else None
 
     @property
@@ -268,7 +262,7 @@ class PipelineRunner:
             return
         self.started = True
         spec = self.spec if self._gated is None else dataclasses.replace(self.spec, executor=self._gated)
-        pipeline = build_pipeline(self._subject, spec, self._soft_flushes.popleft)
+        pipeline = build_pipeline(self._subject, spec)
         self._subscription = pipeline.subscribe(self._event, self._error, scheduler=self.spec.scheduler)
         backlog, self._backlog = self._backlog, []
         for item in backlog:
@@ -298,39 +292,13 @@ class PipelineRunner:
         self._backlog.clear()
         if self._gated is not None:
             self._gated.drop()
-        self._soft_timer.dispose()
         if self._subscription is not None:
             self._subscription.dispose()
 
     def _forward(self, item: TextItem) -> None:
         if self.disposed:  # the previous item ended the pipeline (e.g. a synchronous flush)
             return
-        if item is FLUSH:
-            self._soft_flushes.append(False)
-            self._unflushed = 0
-            self._soft_timer.disposable = None
-        else:
-            assert isinstance(item, str)
-            self._unflushed += _letters(item)
-            self._arm_soft_flush()
         self._subject.on_next(item)
-
-    def _arm_soft_flush(self) -> None:
-        # PROTOCOL U-11: flush_timeout_ms without input releases partial text as a chunk
-        # within the turn (the turn itself goes on: the FLUSH is swallowed downstream).
-        timeout_ms = flush_timeout_ms(self.spec.config)
-        if timeout_ms is None or not self._unflushed:
-            return
-
-        def fire(_: abc.SchedulerBase, __: Any = None) -> None:
-            if self.disposed or not self._unflushed:
-                return
-            self._unflushed = 0
-            self._soft_flushes.append(True)
-            self._subject.on_next(FLUSH)
-
-        delay = timedelta(milliseconds=timeout_ms)
-        self._soft_timer.disposable = self.spec.scheduler.schedule_relative(delay, fire)
 
     def _event(self, event: EncodeEvent) -> None:
         if self.disposed:
