@@ -358,3 +358,55 @@ def test_connect_observable_emits_one_connection() -> None:
 
     conns = run(main())
     assert len(conns) == 1 and not conns[0].is_open
+
+
+# -- the in-memory transport (issue 17: the transport seam) ----------------------------------
+
+
+def test_memory_transport_delivers_in_order_and_maps_close_codes_like_a_websocket() -> None:
+    from rxtts.errors import AuthenticationError, ServerRestartingError
+    from rxtts.transport import MemorySocket, MemoryTransport, open_connection
+
+    async def peer(sock: MemorySocket) -> None:
+        first = json.loads(await sock.recv())
+        assert sock.path == "/ws/tts/stream" and sock.query["api_key"] == ["k"]
+        await sock.send(json.dumps({"generation_started": True, "chunk_id": 0, "text": first["text"]}))
+        await sock.send(json.dumps({"interrupted": True}))
+        await sock.close(1012, "restart")
+
+    async def main() -> tuple[list[ServerFrame], Exception | None, Any, int]:
+        transport = MemoryTransport(peer)
+        conn = await open_connection("ws://memory/ws/tts/stream?api_key=k", transport=transport)
+        conn.send(TextFrame("Hello.", None))
+        frames, error = await collect(conn)
+        refused = MemoryTransport(peer, refuse=lambda url: AuthenticationError("bad key"))
+        with pytest.raises(AuthenticationError):
+            await open_connection("ws://memory/ws/tts/stream", transport=refused)
+        return frames, error, conn.closed.result(), transport.opened
+
+    frames, error, info, opened = run(main())
+    assert [type(f).__name__ for f in frames] == ["GenerationStartedFrame", "InterruptedFrame"]
+    assert isinstance(error, ServerRestartingError) and info.code == 1012 and opened == 1
+
+
+def test_memory_peer_that_raises_closes_1011_and_a_local_close_completes() -> None:
+    from rxtts.transport import MemorySocket, MemoryTransport, open_connection
+
+    async def broken(sock: MemorySocket) -> None:
+        await sock.recv()
+        raise RuntimeError("peer bug")
+
+    async def idle(sock: MemorySocket) -> None:
+        await sock.recv()  # until the client closes
+
+    async def main() -> tuple[Any, Exception | None, Any]:
+        conn = await open_connection("ws://memory/ws/tts", transport=MemoryTransport(broken))
+        conn.send(TextFrame("x", None))
+        _, error = await collect(conn)
+        quiet = await open_connection("ws://memory/ws/tts", transport=MemoryTransport(idle))
+        local = await quiet.close()
+        return conn.closed.result(), error, local
+
+    info, error, local = run(main())
+    assert info.code == 1011 and error is not None
+    assert local.local and local.code == 1000 and local.error is None

@@ -408,7 +408,7 @@ class StreamingSession(LinkedSession, SpeakTurns):
 
     def _turn_closed(self, rec: _Record, event: SessionClosed) -> None:
         del self._records[rec.id]
-        metrics = rec.metrics.result()
+        metrics = rec.metrics.result(turn=rec.id)
         self._last_metrics = metrics
         if event.usage is not None:
             self._last_usage = event.usage

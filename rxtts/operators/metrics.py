@@ -68,8 +68,8 @@ class MetricsAccumulator:
             return None
         return max(0.0, at - self.started_at)
 
-    def result(self, context_id: str | None = None) -> TurnMetrics:
-        """The :class:`TurnMetrics` event of what was seen so far."""
+    def result(self, context_id: str | None = None, turn: int | None = None) -> TurnMetrics:
+        """The :class:`TurnMetrics` event of what was seen so far (of ``turn``)."""
         return TurnMetrics(
             ttfb=self._since_start(self.first_audio_at),
             ttfa=self._since_start(self.first_sound_at),
@@ -77,6 +77,7 @@ class MetricsAccumulator:
             chunk_count=self.chunk_count,
             frame_count=self.frame_count,
             context_id=context_id,
+            turn=turn,
         )
 
 

@@ -179,6 +179,7 @@ def to_event(frame: ServerFrame, turn: int | None = None) -> Output:
                 frame.stats,
                 frame.usage,
                 context_id=frame.context_id,
+                turn=turn,
             )
         case SessionClosedFrame():
             return SessionClosed(

@@ -1,5 +1,9 @@
 """The socket seam of the server: what one connection needs from its WebSocket.
 
+:class:`SocketClosed` is the client transport's (:mod:`rxtts.transport.base`): one
+exception for "the peer closed" on both sides, so the in-memory transport
+(:class:`~rxtts.transport.memory.MemorySocket`) serves as either end.
+
 The per-connection code (:mod:`rxtts.server.connection`) runs over :class:`ServerSocket`,
 never over ``websockets`` directly, so an in-memory transport can drive the real server
 logic without sockets (:meth:`rxtts.server.app.TtsApp.serve_socket`).
@@ -16,18 +20,9 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from rxtts.transport.base import SocketClosed
+
 __all__ = ["Abortable", "ServerSocket", "SocketClosed", "WebsocketsSocket"]
-
-
-class SocketClosed(Exception):
-    """The peer closed the socket (or it dropped: code 1006)."""
-
-    def __init__(self, code: int = 1006, reason: str = "") -> None:
-        super().__init__(code, reason)
-        self.code = code
-        """The close code received (1006 when no close frame came)."""
-        self.reason = reason
-        """The close reason received."""
 
 
 @runtime_checkable

@@ -116,7 +116,7 @@ class ReconnectPolicy:
 class SocketClosed(Exception):
     """Raised by :meth:`Socket.recv` once the socket is closed (after every queued message)."""
 
-    def __init__(self, code: int | None, reason: str = "") -> None:
+    def __init__(self, code: int | None = 1006, reason: str = "") -> None:
         super().__init__(f"socket closed ({code}) {reason}".rstrip())
         self.code = code
         self.reason = reason
