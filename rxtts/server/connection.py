@@ -126,7 +126,14 @@ class Connection:
     # -- endpoint policy (overridden) ---------------------------------------------------
 
     def max_lead(self) -> float | None:
-        """Seconds of audio the client may hold unplayed; ``None`` = send as generated."""
+        """Seconds of audio the client may hold unplayed; ``None`` = send as generated.
+
+        ``pace=off`` in the upgrade URL (an rxtts extension; other servers ignore unknown
+        parameters) asks for audio at engine speed: a client that writes a file, such as
+        ``rxtts say -o``, has no playback clock to stay close to.
+        """
+        if self.sock.query.get("pace") == ["off"]:
+            return None
         return self.app.options.max_lead_seconds
 
     def interleaved(self) -> bool:
