@@ -61,7 +61,7 @@ def test_the_protocol_core_imports_no_io_and_reads_no_clock() -> None:
     """DESIGN 2: protocol/ is sans-I/O: no asyncio, websockets, reactivex, time."""
     banned = {"asyncio", "websockets", "reactivex", "time", "socket", "threading"}
     root = pathlib.Path(client.__file__).parent
-    for path in sorted(root.glob("*.py")):
+    for path in sorted(root.rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             names: list[str] = []
