@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-__all__ = ["Rule", "render_table"]
+__all__ = ["Rule", "format_rows", "render_table"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,5 +41,13 @@ def render_table(table: Mapping[tuple[Any, str], Rule], states: Sequence[Enum], 
             rule = table.get((state, name))
             if rule is not None:
                 rows.append((state.name, name, rule.effect, rule.next.name, rule.why.split(":")[0]))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    return format_rows(rows)
+
+
+def format_rows(rows: Sequence[Sequence[str]], indent: str = "", rule_line: bool = False) -> str:
+    """Fixed-width columns, two spaces apart; ``rule_line`` underlines the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    if rule_line:
+        lines.insert(1, indent + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -24,6 +24,7 @@ from rxtts.protocol.frames import (
     WireConfig,
     WordTimestampsFrame,
 )
+from rxtts.protocol.tables import format_rows
 
 IDLE_AUTO_FLUSH_SECONDS = 5.0
 """Unflushed stream turns end this long after their last text (PROTOCOL S-8)."""
@@ -209,10 +210,7 @@ def render_table(table: Mapping[tuple[S, E], Transition[S, F]]) -> str:
     for (state, event), t in table.items():
         effects = ", ".join(f.name.lower() for f in t.effects) or "-"
         rows.append((state.name, event.name, t.next.name, effects, t.rule or "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["    " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "    " + "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_rows(rows, indent="    ", rule_line=True)
 
 
 def _row(
