@@ -8,6 +8,21 @@ e.g. an ``interrupted`` ack or ``settings_updated``), so consumers never rely on
 alone; and ``at``, the :func:`time.monotonic` instant the event was produced here.
 Events are values: they are compared by content, never mutated, and safe to share
 across threads and subscribers.
+
+Vocabulary (one meaning per word in rxtts's code; wire keys and the seed's public names
+stay as they are):
+
+- **turn**: one utterance of a stream session, from its first text to its
+  ``session_closed`` or ``interrupted`` (the wire calls it a "session", hence
+  ``session_closed``); in a multi-context session, one flush of a context.
+- **chunk**: a piece of a turn's *text* that is synthesised at once (``chunk_id``,
+  :class:`GenerationStarted`, :class:`ChunkComplete`).
+- **block**: a piece of *engine audio* of a chunk (``rxtts.operators.synthesize``).
+- **frame**: one WebSocket message; an audio frame is an :class:`AudioChunk` (the seed's
+  name), whose ``index`` is the frame index.
+- **connection**: one socket (client: :class:`rxtts.client.connection.Link`; server:
+  :class:`rxtts.server.connection.Connection`); **session**: the client objects
+  ``StreamingSession``/``MultiContextSession`` that own one.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from rxtts.audio.resample import resample
 from rxtts.engine import Alignment, EngineBlock, WordTiming
 from rxtts.operators import FLUSH, encode_audio, synthesize
 from rxtts.operators.encode_audio import EncodedAudio
-from rxtts.operators.synthesize import ChunkAlignment, ChunkAudio, ChunkDone, ChunkStarted, FlushReached
+from rxtts.operators.synthesize import BlockAlignment, BlockAudio, ChunkDone, ChunkStarted, FlushReached
 from rxtts.server.engines.base import CancelToken, SynthesisSettings, VoiceInfo
 from rxtts.server.engines.piper import PIPER_VOICES
 from rxtts.server.engines.tone import TONE_VOICES, ToneEngine
@@ -50,8 +50,8 @@ class Recorder:
     def kinds(self) -> list[str]:
         names = {
             ChunkStarted: "S",
-            ChunkAlignment: "L",
-            ChunkAudio: "A",
+            BlockAlignment: "L",
+            BlockAudio: "A",
             ChunkDone: "D",
             FlushReached: "F",
             EncodedAudio: "E",
@@ -106,7 +106,7 @@ def test_chunks_are_spoken_one_after_another_with_flush_in_order():
     done = [e for e in rec.events if isinstance(e, ChunkDone)]
     assert done[0].audio_seconds == pytest.approx(0.12) and done[1].audio_seconds == pytest.approx(0.04)
     assert all(d.gen_ms >= 0 for d in done)
-    audio = [e for e in rec.events if isinstance(e, ChunkAudio)]
+    audio = [e for e in rec.events if isinstance(e, BlockAudio)]
     assert all(a.sample_rate == 24000 and a.samples.dtype == np.float32 for a in audio)
 
 
@@ -127,7 +127,7 @@ def test_first_block_is_emitted_before_the_chunk_finishes():
         rec.on_next, rec.on_error, rec.on_completed
     )
     for _ in range(200):
-        if any(isinstance(e, ChunkAudio) for e in rec.events):
+        if any(isinstance(e, BlockAudio) for e in rec.events):
             break
         threading.Event().wait(0.01)
     assert rec.kinds() == ["S", "A"]  # first block out while the engine still works
@@ -145,7 +145,7 @@ def test_dispose_cancels_engine_mid_chunk_and_drops_queue():
     text.on_next("Queued.")
     text.on_next(FLUSH)
     for _ in range(200):
-        if rec.events and isinstance(rec.events[-1], ChunkAudio):
+        if rec.events and isinstance(rec.events[-1], BlockAudio):
             break
         threading.Event().wait(0.01)
     sub.dispose()
@@ -202,7 +202,7 @@ def test_alignment_is_emitted_before_the_audio_it_times():
     rec = run(reactivex.of("Hello there.", FLUSH), synthesize(AligningEngine(), VOICE))
     assert rec.error is None
     assert "".join(rec.kinds()) == "SLAALAADF"
-    alignments = [e.alignment for e in rec.events if isinstance(e, ChunkAlignment)]
+    alignments = [e.alignment for e in rec.events if isinstance(e, BlockAlignment)]
     assert [w.word for a in alignments for w in a.words] == ["Hello", "there."]
     assert alignments[1].words[0].start_sample == 3200 and alignments[0].sample_rate == 24000
     done = next(e for e in rec.events if isinstance(e, ChunkDone))
@@ -223,7 +223,7 @@ def test_piper_alignment_reaches_the_operator_before_each_sentence_audio(piper_e
     rec = run(reactivex.of("One. Two is here.", FLUSH), synthesize(piper_engine, PIPER_VOICES[0], settings))
     kinds = "".join(rec.kinds())
     assert kinds.startswith("SLA") and kinds.count("L") == 2 and kinds.endswith("DF")
-    words = [w.word for e in rec.events if isinstance(e, ChunkAlignment) for w in e.alignment.words]
+    words = [w.word for e in rec.events if isinstance(e, BlockAlignment) for w in e.alignment.words]
     assert words == ["One", "Two", "is", "here"]
 
 
@@ -232,7 +232,7 @@ def test_piper_alignment_reaches_the_operator_before_each_sentence_audio(piper_e
 
 def synth_events(blocks: list[np.ndarray], rate: int) -> list[Any]:
     total = sum(len(b) for b in blocks) / rate
-    return [ChunkStarted("x"), *(ChunkAudio(b, rate) for b in blocks), ChunkDone(total, 5.0), FlushReached()]
+    return [ChunkStarted("x"), *(BlockAudio(b, rate) for b in blocks), ChunkDone(total, 5.0), FlushReached()]
 
 
 def test_encode_audio_resamples_frames_and_reports_sent_seconds():
@@ -265,9 +265,9 @@ def test_encode_audio_first_frame_goes_out_at_once_whatever_its_size():
         rec.on_next, rec.on_error, rec.on_completed
     )
     source.on_next(ChunkStarted("x"))
-    source.on_next(ChunkAudio(np.full(480, 0.1, np.float32), 24000))  # 20 ms < one frame
+    source.on_next(BlockAudio(np.full(480, 0.1, np.float32), 24000))  # 20 ms < one frame
     assert rec.kinds() == ["S", "E"] and rec.events[1].samples == 480
-    source.on_next(ChunkAudio(np.full(480, 0.1, np.float32), 24000))
+    source.on_next(BlockAudio(np.full(480, 0.1, np.float32), 24000))
     assert rec.kinds() == ["S", "E"]  # later frames wait for a whole frame...
     source.on_next(ChunkDone(0.04, 1.0))
     assert rec.kinds() == ["S", "E", "E", "D"]  # ...or the end of the chunk

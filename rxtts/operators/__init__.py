@@ -21,14 +21,14 @@ from .normalize import NormalizedText, normalize, normalize_text
 from .pace import audio_seconds, pace
 from .sentences import sentences
 from .sinks import collect_audio, play, to_numpy, write_wav
-from .synthesize import ChunkAudio, ChunkDone, ChunkStarted, FlushReached, SynthEvent, synthesize
+from .synthesize import BlockAudio, ChunkDone, ChunkStarted, FlushReached, SynthEvent, synthesize
 
 __all__ = [
     "DEFAULT_SCHEDULE",
     "FLUSH",
     "FUNCTION_WORDS",
     "KEEP_ALIVE",
-    "ChunkAudio",
+    "BlockAudio",
     "ChunkDone",
     "ChunkScheduler",
     "ChunkStarted",

@@ -22,7 +22,7 @@ from rxtts.audio.g711 import Encoding, encode_samples
 from rxtts.audio.pcm import float32_to_pcm16
 from rxtts.audio.resample import StreamResampler
 from rxtts.config import OutputFormat
-from rxtts.operators.synthesize import ChunkAudio, ChunkDone, ChunkStarted, FlushReached, SynthEvent
+from rxtts.operators.synthesize import BlockAudio, ChunkDone, ChunkStarted, FlushReached, SynthEvent
 
 __all__ = ["MAX_FRAME_MS", "EncodeEvent", "EncodedAudio", "encode_audio"]
 
@@ -45,7 +45,7 @@ class EncodedAudio:
 
 
 EncodeEvent: TypeAlias = ChunkStarted | EncodedAudio | ChunkDone | FlushReached
-"""What :func:`encode_audio` emits: its input with ``ChunkAudio`` replaced by frames."""
+"""What :func:`encode_audio` emits: its input with ``BlockAudio`` replaced by frames."""
 
 
 class _Encoder:
@@ -72,7 +72,7 @@ class _Encoder:
             case ChunkStarted():
                 self._reset()
                 self.observer.on_next(event)
-            case ChunkAudio(samples=samples, sample_rate=rate):
+            case BlockAudio(samples=samples, sample_rate=rate):
                 self._feed(samples, rate)
             case ChunkDone(gen_ms=gen_ms):
                 self._finish_chunk()
@@ -131,7 +131,7 @@ def encode_audio(
                      encode_audio("pcm_24000", frame_ms=80)
         out:     -S-----E E E--------------------------E E---D'-----F-|
 
-        S = ChunkStarted, A = ChunkAudio, E = EncodedAudio (first one at once, then
+        S = ChunkStarted, A = BlockAudio, E = EncodedAudio (first one at once, then
         whole 80 ms frames, the rest at D), D' = ChunkDone with the seconds sent,
         F = FlushReached; S, D and F keep their order.
 

@@ -13,8 +13,8 @@ subscription cancels the engine mid-chunk (:class:`CancelToken`: piper terminate
 running inference) and drops the queue; nothing is emitted after that (PROTOCOL S-5).
 
 Alignment: blocks come through :func:`rxtts.engine.engine_blocks`, so an engine that
-aligns (piper, with ``settings.alignment``) produces a :class:`ChunkAlignment` right
-before the :class:`ChunkAudio` of the block that carries it, i.e. before any audio of the
+aligns (piper, with ``settings.alignment``) produces a :class:`BlockAlignment` right
+before the :class:`BlockAudio` of the block that carries it, i.e. before any audio of the
 words it times. Engines that yield plain arrays produce none.
 """
 
@@ -38,8 +38,8 @@ from rxtts.engine import Alignment, CancelToken, Engine, SynthesisSettings, Voic
 from rxtts.operators.flush import FLUSH, TextItem
 
 __all__ = [
-    "ChunkAlignment",
-    "ChunkAudio",
+    "BlockAlignment",
+    "BlockAudio",
     "ChunkDone",
     "ChunkStarted",
     "FlushReached",
@@ -58,7 +58,7 @@ class ChunkStarted:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class ChunkAudio:
+class BlockAudio:
     """One block of engine audio of the current chunk (compared by identity)."""
 
     samples: npt.NDArray[np.float32] = field(repr=False)
@@ -68,7 +68,7 @@ class ChunkAudio:
 
 
 @dataclass(frozen=True, slots=True)
-class ChunkAlignment:
+class BlockAlignment:
     """Word timings of the current chunk, emitted before the audio of the words it times.
 
     One per engine sentence (piper); becomes PROTOCOL 3.3 ``word_timestamps`` with
@@ -95,7 +95,7 @@ class FlushReached:
     """Every chunk admitted before a FLUSH has been synthesised and emitted."""
 
 
-SynthEvent: TypeAlias = ChunkStarted | ChunkAlignment | ChunkAudio | ChunkDone | FlushReached
+SynthEvent: TypeAlias = ChunkStarted | BlockAlignment | BlockAudio | ChunkDone | FlushReached
 """What :func:`synthesize` emits."""
 
 _Post: TypeAlias = Callable[[Callable[[], None]], None]
@@ -217,11 +217,11 @@ class _Synthesis:
                 if self.token.cancelled:
                     return
                 if block.alignment is not None:  # before the audio of the words it times
-                    self._deliver(functools.partial(self._emit, ChunkAlignment(block.alignment)))
+                    self._deliver(functools.partial(self._emit, BlockAlignment(block.alignment)))
                 samples = np.ascontiguousarray(block.audio, dtype=np.float32).reshape(-1)
                 if samples.size:
                     produced += samples.size
-                    self._deliver(functools.partial(self._emit, ChunkAudio(samples, rate)))
+                    self._deliver(functools.partial(self._emit, BlockAudio(samples, rate)))
         except Exception as exc:  # engine failure: becomes an error frame upstream
             if not self.token.cancelled:
                 self._deliver(functools.partial(self._fail, exc))
@@ -274,9 +274,9 @@ def synthesize(
                        synthesize(engine, voice)
         events:  -S(Hi there.)-A-A-D-S(Bye.)-A-D-F-------------|
 
-        S = ChunkStarted, A = ChunkAudio (as soon as the engine yields a block),
+        S = ChunkStarted, A = BlockAudio (as soon as the engine yields a block),
         D = ChunkDone, F = FlushReached (after every chunk admitted before it).
-        An aligning engine adds L = ChunkAlignment right before the A it belongs to:
+        An aligning engine adds L = BlockAlignment right before the A it belongs to:
         -S-L-A-A-L-A-D- for a two-sentence chunk.
 
         dispose:  -"Long sentence."-----x
