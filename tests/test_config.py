@@ -63,7 +63,7 @@ def test_from_preset_by_name_and_object() -> None:
 
 
 def test_from_preset_unknown_name() -> None:
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="unknown preset 'fastest'; choose one of: low-latency"):
         StreamConfig.from_preset("fastest")
 
 

@@ -140,11 +140,13 @@ def test_piper_cancel_terminates_the_running_inference(server_factory, wire):
     engine is free again long before the clause would have finished."""
     from rxtts.server.engines.piper import PiperEngine
 
-    engine = PiperEngine(threads=1)
+    # Whole-sentence decode: one long inference to terminate (streaming decode checks the
+    # cancel between decoder windows; tests/test_piper_streaming.py covers that).
+    engine = PiperEngine(threads=1, streaming=False)
     engine.warm_up()
     model = engine._load()
-    spy = RunSpy(model.session)
-    object.__setattr__(model, "session", spy)  # frozen dataclass; the spy sees every run
+    spy = RunSpy(model.whole)
+    object.__setattr__(model, "whole", spy)  # frozen dataclass; the spy sees every run
     server = server_factory(engine)
 
     async def main():
