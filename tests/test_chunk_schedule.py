@@ -742,3 +742,95 @@ def test_word_cut_of_an_over_long_run_avoids_function_words() -> None:
     assert out == ["aaaa bbbb cccc", "of the dddd eeee", "ffff"]
     assert " ".join(out).split() == text.split()
     assert all(_clean_word(chunk.split()[-1]) not in FUNCTION_WORDS for chunk in out[:-1]), out
+
+
+def test_has_text_tracks_buffered_and_pending_text() -> None:
+    c = ChunkScheduler((100,), segment=True)
+    assert not c.has_text
+    c.push(" \n ")
+    assert not c.has_text  # whitespace only: no timer
+    c.push("Hi")
+    assert c.has_text
+    assert c.timeout() == []  # a lone partial word
+    c.push(" there. ")
+    assert c.buffered == "" and c.has_text
+    assert c.timeout() == ["Hi there."]
+    assert not c.has_text
+    c.push("Next")
+    assert c.has_text and c.flush() == ["Next"] and not c.has_text
+
+
+def test_marble_of_the_idle_docstring() -> None:
+    messages = run_idle_marble(
+        [(301, "Hel"), (303, "lo wor"), (320, "ld"), (322, FLUSH)],
+        [(300, True), (305, False), (312, True)],
+        end=325,
+        schedule=(100,),
+        flush_timeout_ms=3000,
+        segment=True,
+    )
+    assert messages == [
+        on_next(315, "Hello"),
+        on_next(322, "world"),
+        on_next(322, FLUSH),
+        on_completed(325),
+    ]
+
+
+@st.composite
+def timed_stream(draw: st.DrawFn) -> tuple[list[tuple[int, TextItem]], list[tuple[int, bool]]]:
+    """Tokens split anywhere at random times, FLUSHes, and random idle flips."""
+    text = " ".join(draw(st.lists(WORDY, min_size=1, max_size=25)))
+    cuts = sorted(draw(st.sets(st.integers(0, len(text)), max_size=len(text))))
+    t = 201
+    events: list[tuple[int, TextItem]] = []
+    for a, b in itertools.pairwise([0, *cuts, len(text)]):
+        t += draw(st.integers(0, 8))
+        events.append((t, text[a:b]))
+        if draw(st.integers(0, 9)) == 0:
+            events.append((t, FLUSH))
+    flips = sorted(draw(st.sets(st.integers(201, t + 10), max_size=8)))
+    idle = [(at, i % 2 == 1) for i, at in enumerate(flips)]  # False, True, False...
+    return events, idle
+
+
+@settings(max_examples=200, deadline=None)
+@given(timed_stream(), SCHEDULES, st.booleans(), st.integers(1, 6), st.booleans())
+def test_property_operator_is_lossless_under_random_timeouts_and_idle(
+    stream: tuple[list[tuple[int, TextItem]], list[tuple[int, bool]]],
+    schedule: list[int],
+    auto_mode: bool,
+    timeout_ticks: int,
+    with_idle: bool,
+) -> None:
+    events, idle = stream
+    end = events[-1][0] + 50
+    messages = run_idle_marble(
+        events,
+        idle if with_idle else None,
+        end=end,
+        schedule=schedule,
+        auto_mode=auto_mode,
+        segment=True,
+        flush_timeout_ms=timeout_ticks * 1000,
+    )
+    out = [m.value.value for m in messages if m.value.kind == "N"]
+    items = [item for _, item in events]
+    assert messages[-1].value.kind == "C"
+    assert sum(map(is_flush, out)) == sum(map(is_flush, items))
+    for got, given_ in zip(split_turns(out), split_turns(items), strict=True):
+        assert squash("".join(got)) == squash("".join(given_))  # nothing lost or reordered
+        assert all(chunk and chunk == chunk.strip() for chunk in got)
+    # A chunk at a time without input is an idle release: it ends at a word boundary.
+    input_times = {t for t, _ in events} | {end}
+    done = 0
+    for m in messages:
+        if m.value.kind != "N" or is_flush(m.value.value):
+            continue
+        done += len(squash(m.value.value))
+        if m.time in input_times:
+            continue
+        fed = "".join(" " if is_flush(item) else item for t, item in events if t < m.time)
+        last = [i for i, ch in enumerate(fed) if not ch.isspace()][done - 1]
+        rest = fed[last + 1 :]
+        assert rest[:1].isspace() or (not rest and not fed[last].isalnum()), (m, fed)

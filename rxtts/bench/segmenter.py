@@ -10,7 +10,12 @@
   case, and boundary precision/recall/F1) side by side with ``pysbd`` run on
   the joined text of each case (not streaming: the accuracy anchor);
 * the added delay: how many tokens arrive between the token that completes a
-  sentence and the token at which ``sentences()`` emits it.
+  sentence and the token at which ``sentences()`` emits it;
+* the same per-token cost for the server's one-stage form,
+  ``chunk_schedule(segment=True, auto_mode=True)`` (segmentation built in,
+  phrase-aware first chunk);
+* the worst case: the cost of one-character tokens pushed after a 100k run of
+  ``.``, digits, ``#`` or backticks (each token used to rescan the run).
 
 It prints a table and returns (and optionally writes) the figures as JSON.
 """
@@ -210,12 +215,19 @@ def _stream(cases: Sequence[CorpusCase], min_tokens: int) -> list[str]:
     return tokens
 
 
-def _timed_pass(tokens: Sequence[str]) -> tuple[list[int], int]:
+def _pipeline(subject: Subject[TextItem], fused: bool, sink: list[TextItem]) -> None:
+    if fused:
+        subject.pipe(chunk_schedule(auto_mode=True, segment=True)).subscribe(sink.append)
+    else:
+        subject.pipe(sentences(), chunk_schedule()).subscribe(sink.append)
+
+
+def _timed_pass(tokens: Sequence[str], fused: bool = False) -> tuple[list[int], int]:
     """One pass through a fresh pipeline: per-token ns (sorted) and untimed total ns."""
     clock = time.perf_counter_ns
     sink: list[TextItem] = []
     subject: Subject[TextItem] = Subject()
-    subject.pipe(sentences(), chunk_schedule()).subscribe(sink.append)
+    _pipeline(subject, fused, sink)
     per_token: list[int] = []
     gc.collect()
     for token in tokens:
@@ -225,7 +237,7 @@ def _timed_pass(tokens: Sequence[str]) -> tuple[list[int], int]:
     per_token.sort()
     # Throughput without the per-token clock calls.
     subject2: Subject[TextItem] = Subject()
-    subject2.pipe(sentences(), chunk_schedule()).subscribe(sink.append)
+    _pipeline(subject2, fused, sink)
     t0 = clock()
     for token in tokens:
         subject2.on_next(token)
@@ -242,6 +254,7 @@ def _timing(tokens: Sequence[str], repeats: int = 3) -> dict[str, Any]:
     _timed_pass(tokens[:5000])  # warm-up
     passes = [_timed_pass(tokens) for _ in range(repeats)]
     per_token, elapsed = min(passes, key=lambda p: p[0][len(p[0]) // 2])
+    fused = min((_timed_pass(tokens, fused=True) for _ in range(repeats)), key=lambda p: p[0][len(p[0]) // 2])
     clock = time.perf_counter_ns
     overhead = [-(clock() - clock()) for _ in range(10_000)]
     seg = SentenceSegmenter()
@@ -257,8 +270,27 @@ def _timing(tokens: Sequence[str], repeats: int = 3) -> dict[str, Any]:
         "tokens_per_second": len(tokens) / (elapsed / 1e9),
         "median_us_per_pass": [p[0][len(p[0]) // 2] / 1000 for p in passes],
         "pure_segmenter_mean_us_per_token": pure / len(tokens) / 1000,
+        "fused_median_us_per_token": fused[0][len(fused[0]) // 2] / 1000,
+        "fused_p99_us_per_token": fused[0][int(len(fused[0]) * 0.99)] / 1000,
+        "fused_mean_us_per_token": fused[1] / len(tokens) / 1000,
         "clock_overhead_us": statistics.median(overhead) / 1000,
     }
+
+
+_RUNS = {".": "Wait ", "7": "The number is ", "#": "Intro\n", "`": "Code:\n"}
+
+
+def _pathological(run_length: int = 100_000, tokens: int = 1_500) -> dict[str, float]:
+    """Mean microseconds per one-character token pushed after a long run, per run kind."""
+    out: dict[str, float] = {}
+    for char, prefix in _RUNS.items():
+        seg = SentenceSegmenter()
+        seg.push(prefix + char * run_length)
+        t0 = time.perf_counter_ns()
+        for _ in range(tokens):
+            seg.push(char)
+        out[char] = (time.perf_counter_ns() - t0) / tokens / 1000
+    return out
 
 
 def run(out_json: Path | None = None, corpus: Path | None = None) -> dict[str, Any]:
@@ -269,6 +301,7 @@ def run(out_json: Path | None = None, corpus: Path | None = None) -> dict[str, A
     anchor = _accuracy(cases, predictor) if predictor is not None else None
     delay = _delays(cases)
     timing = _timing(_stream(cases, 100_000))
+    timing["after_100k_run_us_per_token"] = _pathological()
     per_phenomenon: dict[str, dict[str, int]] = {}
     for case in cases:
         row = per_phenomenon.setdefault(case.phenomenon, {"cases": 0, "rxtts": 0, "pysbd": 0})
@@ -296,6 +329,12 @@ def _print(r: dict[str, Any]) -> None:
     print(f"  median {t['median_us_per_token']:.2f} us/token   p99 {t['p99_us_per_token']:.2f}")
     print(f"  mean {t['mean_us_per_token']:.2f} us/token   {t['tokens_per_second']:,.0f} tokens/s")
     print(f"  pure SentenceSegmenter: {t['pure_segmenter_mean_us_per_token']:.2f} us/token")
+    print(
+        f"chunk_schedule(segment=True, auto_mode=True): median {t['fused_median_us_per_token']:.2f}"
+        f" us/token   p99 {t['fused_p99_us_per_token']:.2f}   mean {t['fused_mean_us_per_token']:.2f}"
+    )
+    runs = ", ".join(f"{k!r} {v:.2f}" for k, v in t["after_100k_run_us_per_token"].items())
+    print(f"  one-char tokens after a 100k run (us/token): {runs}")
     print(
         f"added delay: mean {d['mean_delay_tokens']:.2f} tokens, max {d['max_delay_tokens']}, "
         f"<=1 token for {d['share_delay_le_1']:.0%} of {d['segments_emitted_early']} segments"

@@ -175,7 +175,6 @@ class SentenceSegmenter:
         "_code_start",
         "_fence",
         "_fence_midline",
-        "_last_text",
         "_line_kind",
         "_line_start",
         "_mode",
@@ -206,7 +205,6 @@ class SentenceSegmenter:
         self._fence_midline = False
         self._tag_start = 0
         self._code_start = 0  # where the current inline code span starts
-        self._last_text = -1  # index of the last non-space character in _buf
         # Lookback memo that keeps a waiting decision O(new characters) per push:
         self._runs: dict[tuple[int, str], int] = {}  # (start, chars) -> end of that run so far
         self._t_at = -1  # terminator whose scan _t_state holds
@@ -222,11 +220,6 @@ class SentenceSegmenter:
     def pending_length(self) -> int:
         """``len(pending)``, without building it."""
         return len(self._buf) - self._start
-
-    @property
-    def has_text(self) -> bool:
-        """Whether :attr:`pending` holds a non-space character (O(1))."""
-        return self._last_text >= self._start
 
     def safe_end(self) -> int:
         """Length of the pending prefix that may be cut off: up to an open tag or code span.
@@ -283,24 +276,21 @@ class SentenceSegmenter:
         """Add a token; return the segments that are now certainly complete."""
         if not text:
             return []
-        stripped = len(text.rstrip())
-        if stripped:
-            self._last_text = len(self._buf) + stripped - 1
         # Append in place: with the attribute cleared, the local is the only reference
         # and CPython grows the string without copying it (``self._buf += text``
         # would copy the whole buffer on every token).
         buf = self._buf
+        n0 = len(buf)
         self._buf = ""
-        fast = (
-            self._pos == len(buf)  # no decision is waiting for this text
+        buf += text
+        self._buf = buf
+        if (
+            self._pos == n0  # no decision is waiting for this text
             and self._mode == _NORMAL
             and not self._new_line
             and _SPECIAL.search(text) is None
-        )
-        buf += text
-        self._buf = buf
-        if fast:  # plain text cannot complete anything
-            self._pos = len(buf)
+        ):
+            self._pos = len(buf)  # fast path: plain text cannot complete anything
             return []
         return self._scan(final=False)
 
@@ -376,7 +366,6 @@ class SentenceSegmenter:
         self._line_start -= s
         self._tag_start -= s
         self._code_start -= s
-        self._last_text -= s
         self._t_at -= s
         self._nl_resume -= s
         if self._runs:
@@ -416,15 +405,11 @@ class SentenceSegmenter:
                 hard = hard or buf[j] in _HARD_TERMS
                 j += 1
             if j == n and not final:  # the run may grow
-                self._t_at = i
-                self._t_state = (-1, hard, j - i, False)
-                return _WAIT
+                return self._t_wait(i, -1, hard, j, False)
             term_len = j - i
         single_period = term_len == 1 and buf[i] == "."
         # Closing quotes/brackets/tags belong to the sentence they close.
-        self._t_at = i
         while j < n:
-            self._t_state = (term_len, hard, j - i, closed)
             c = buf[j]
             if c in _CLOSERS:
                 j += 1
@@ -435,7 +420,7 @@ class SentenceSegmenter:
                 while e < n and e - j <= 4 and buf[e].isdigit():
                     e += 1
                 if e == n and not final:
-                    return _WAIT
+                    return self._t_wait(i, term_len, hard, j, closed)
                 if e < n and e > j + 1 and buf[e] == "]":
                     j = e + 1
                     continue
@@ -444,20 +429,19 @@ class SentenceSegmenter:
                 if j + 1 == n:
                     if final:
                         break
-                    return _WAIT
+                    return self._t_wait(i, term_len, hard, j, closed)
                 if buf[j + 1] == "/":
                     e = buf.find(">", j + 2, j + _TAG_LIMIT)
                     if e < 0:
                         if final or n - j >= _TAG_LIMIT:
                             break
-                        return _WAIT
+                        return self._t_wait(i, term_len, hard, j, closed)
                     j = e + 1
                     closed = True
                     continue
             break
-        self._t_state = (term_len, hard, j - i, closed)
         if j == n:
-            return n if final else _WAIT
+            return n if final else self._t_wait(i, term_len, hard, j, closed)
         c = buf[j]
         if not c.isspace():
             # CJK: "。" ends the sentence; "。」と" (quote inside a sentence) does not.
@@ -469,7 +453,7 @@ class SentenceSegmenter:
             self._emit(j, out)
             return j
         if k == n:
-            return n if final else _WAIT
+            return n if final else self._t_wait(i, term_len, hard, j, closed)
         c2 = buf[k]
         if c2.islower() or c2 in _CONTINUERS:  # continuation, or ". . ." goes on
             return j
@@ -503,13 +487,23 @@ class SentenceSegmenter:
         else:
             words, prefixes = _ORDINAL_NOUNS, _ORDINAL_PREFIXES
         if not complete and word in prefixes:
-            return _WAIT
+            return self._t_wait(i, term_len, hard, j, closed)
         found = complete and word in words
         if kind == _W_AMBIGUOUS and found and word in ("a", "i") and self._initial(i):
             found = False  # "J. A. Smith": an initial before "A"
         if found == (kind == _W_AMBIGUOUS):
             self._emit(j, out)
         return j
+
+    def _t_wait(self, i: int, term_len: int, hard: bool, j: int, closed: bool) -> int:
+        """Remember how far the terminator at ``i`` got, so the next push resumes there.
+
+        Only for long scans: rescanning a few characters is cheaper than the memo.
+        """
+        if j - i > 8:
+            self._t_at = i
+            self._t_state = (term_len, hard, j - i, closed)
+        return _WAIT
 
     def _initial(self, i: int) -> bool:
         """True when the period at ``i`` follows a single uppercase letter."""

@@ -336,7 +336,7 @@ class ChunkScheduler:
       (sentence boundaries first, then clause boundaries for over-long runs).
     """
 
-    __slots__ = ("_auto", "_buf", "_k", "_len", "_max", "_phrase", "_schedule", "_seg")
+    __slots__ = ("_auto", "_buf", "_fed", "_k", "_last_text", "_len", "_max", "_phrase", "_schedule", "_seg")
 
     def __init__(
         self,
@@ -360,6 +360,8 @@ class ChunkScheduler:
         self._len = 0  # len(" ".join(self._buf))
         self._k = 0  # index of the next chunk in this turn
         self._seg = SentenceSegmenter() if segment else None
+        self._fed = 0  # segment=True: characters pushed this turn
+        self._last_text = -1  # ... and the index of the last non-space one
         self._phrase = _PhraseFinder(min_words, max_words) if phrase else None
 
     @property
@@ -385,7 +387,8 @@ class ChunkScheduler:
     @property
     def has_text(self) -> bool:
         """Whether any non-space text waits (buffered or pending); O(1)."""
-        return self._len > 0 or (self._seg is not None and self._seg.has_text)
+        seg = self._seg
+        return self._len > 0 or (seg is not None and self._last_text >= self._fed - seg.pending_length)
 
     @property
     def phrase_first_chunk(self) -> bool:
@@ -403,6 +406,11 @@ class ChunkScheduler:
         seg = self._seg
         if seg is None:
             return self._push_segment(text)
+        if text and not text[-1].isspace():
+            self._last_text = self._fed + len(text) - 1
+        elif stripped := len(text.rstrip()):
+            self._last_text = self._fed + stripped - 1
+        self._fed += len(text)
         out: list[str] = []
         for segment in seg.push(text):
             out += self._push_segment(segment)
@@ -433,6 +441,8 @@ class ChunkScheduler:
                 out += self._push_segment(segment)
         out += self._release(keep_short_rest=False)
         self._k = 0
+        self._fed = 0
+        self._last_text = -1
         if self._phrase is not None:
             self._phrase.reset()
         return out
@@ -541,12 +551,16 @@ def chunk_schedule(
         --"Hi there."-----------------------"How are you? Fine."F--|
 
     .. marble::
-        :alt: chunk_schedule idle release, segment=True, flush_timeout_ms=3 ticks
+        :alt: idle release; one dash = 1 s; a = "Hel", b = "lo wor", c = "ld"
 
-        text: -"Hel"-"lo wor"------------------"ld."-F-|
-        idle: -T----------F--------T---------------------
-        [   chunk_schedule((100,), segment=True, idle=idle)   ]
-        out:  ----------------------------"Hello"----"world."F|
+        text: -a-b----------------c-F--|
+        idle: T----F------T-------------
+        [ chunk_schedule((100,), flush_timeout_ms=3000, segment=True, idle=idle) ]
+        out:  ---------------x------(yF)|
+
+    (``x`` = ``"Hello"``: 3 s after ``idle`` turned True again, not after the last
+    text, which came while the consumer was busy; ``"wor"`` stays. ``y`` =
+    ``"world"``, released by the FLUSH.)
 
     Example:
         >>> text.pipe(chunk_schedule(LOW_LATENCY.chunk_length_schedule, auto_mode=True,
@@ -565,6 +579,7 @@ def chunk_schedule(
             scheduler, then :class:`TimeoutScheduler`.
         idle: "The consumer has nothing left to send" flags; the idle timer
             counts only while the latest value is ``True`` (``None``: always).
+            Not subscribed without ``flush_timeout_ms``.
         segment: The input is the raw token stream; segment it here.
         first_chunk: ``"sentence"``, ``"phrase"`` or ``None`` (derived from
             ``auto_mode`` and ``segment``).

@@ -32,6 +32,12 @@ def sentences() -> Callable[[Observable[TextItem]], Observable[TextItem]]:
         [                sentences()                ]
         --------------------------"Dr. Smith left."-"He sat"F---"Hi"|
 
+    ``sentences()`` never emits an unterminated tail before FLUSH or completion,
+    so a ``chunk_schedule()`` behind it never sees the sentence still arriving;
+    for the idle release that keeps partial words (PROTOCOL S-8a) and the
+    phrase-aware first chunk use ``chunk_schedule(..., segment=True)`` on the
+    token stream instead (it runs the same segmenter inside).
+
     Example:
         >>> text.pipe(sentences(), chunk_schedule((80, 150, 250)))
 
