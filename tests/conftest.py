@@ -24,8 +24,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from rxtts.engine import Engine
 from rxtts.server.embedded import RunningServer, start_background_server
-from rxtts.server.engines.base import Engine
 
 T = TypeVar("T")
 

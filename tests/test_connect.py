@@ -23,11 +23,11 @@ import rxtts
 from rxtts.client.connector import DEFAULT_LOCAL_VOICE, ENV_API_KEY, ENV_URL, connect, connect_sync, resolve
 from rxtts.client.tts import TTS, GeneratedAudio
 from rxtts.config import StreamConfig
+from rxtts.engine import EngineUnavailableError
 from rxtts.errors import ConnectionClosedError, MissingVoiceError, ServerRestartingError
 from rxtts.events import AudioChunk, Final, SessionClosed, TtsEvent
 from rxtts.protocol.frames import Endpoint
 from rxtts.server.embedded import RunningServer
-from rxtts.server.engines.base import EngineUnavailableError
 from rxtts.transport import HOSTED_EU_URL, HOSTED_URL, ReconnectPolicy
 
 T = TypeVar("T")

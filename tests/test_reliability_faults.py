@@ -32,11 +32,11 @@ from rxtts.client.callbacks import SessionCallbacks
 from rxtts.client.session import StreamingSession
 from rxtts.client.tts import TTS
 from rxtts.config import StreamConfig
+from rxtts.engine import AudioBlock, CancelToken, SynthesisSettings, VoiceInfo
 from rxtts.errors import ConnectionClosedError, ServerRestartingError
 from rxtts.events import AudioChunk, GenerationStarted, SessionClosed, TtsEvent
 from rxtts.server.app import ServerStats
 from rxtts.server.embedded import RunningServer
-from rxtts.server.engines.base import AudioBlock, CancelToken, SynthesisSettings, VoiceInfo
 from rxtts.server.engines.tone import ToneEngine
 from rxtts.transport import ReconnectPolicy
 

@@ -16,11 +16,10 @@ from reactivex.subject import Subject
 
 from rxtts.audio.g711 import decode_samples
 from rxtts.audio.resample import resample
-from rxtts.engine import Alignment, EngineBlock, WordTiming
+from rxtts.engine import Alignment, CancelToken, EngineBlock, SynthesisSettings, VoiceInfo, WordTiming
 from rxtts.operators import FLUSH, encode_audio, synthesize
 from rxtts.operators.encode_audio import EncodedAudio
 from rxtts.operators.synthesize import BlockAlignment, BlockAudio, ChunkDone, ChunkStarted, FlushReached
-from rxtts.server.engines.base import CancelToken, SynthesisSettings, VoiceInfo
 from rxtts.server.engines.piper import PIPER_VOICES
 from rxtts.server.engines.tone import TONE_VOICES, ToneEngine
 

@@ -179,7 +179,7 @@ def _server_message(exc: RxTtsError) -> str:
 
 def describe_failure(exc: BaseException, target: Target) -> str:
     """A one-line message for a runtime failure (no traceback, no secrets)."""
-    from rxtts.server.engines.base import EngineUnavailableError
+    from rxtts.engine import EngineUnavailableError
 
     if isinstance(exc, EngineUnavailableError | ImportError | CommandError):
         return str(exc)

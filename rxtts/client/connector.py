@@ -132,8 +132,8 @@ class Connector:
         )
 
     def _start_server(self) -> Any:
+        from rxtts.engine import EngineUnavailableError
         from rxtts.server.embedded import start_background_server
-        from rxtts.server.engines.base import EngineUnavailableError
         from rxtts.server.engines.catalogue import best_available_engine
 
         engine = self._engine

@@ -4,7 +4,7 @@ Importing this package never imports ``piper`` or ``onnxruntime``; a :class:`Pip
 loads them when its model is first used.
 """
 
-from rxtts.server.engines.base import (
+from rxtts.engine import (
     AudioBlock,
     CancelToken,
     Engine,

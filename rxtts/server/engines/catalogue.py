@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from rxtts.server.engines.base import (
+from rxtts.engine import (
     Engine,
     EngineUnavailableError,
     UnknownVoiceError,

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from rxtts.server.engines.base import (
+from rxtts.engine import (
     AudioBlock,
     CancelToken,
     EngineUnavailableError,

@@ -56,15 +56,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import soxr
 
-from rxtts.server.engines.alignment import (
-    TextWord,
-    phoneme_ids,
-    phoneme_labels,
-    phoneme_times,
-    sentence_word_timings,
-    text_words,
-)
-from rxtts.server.engines.base import (
+from rxtts.engine import (
     Alignment,
     AudioBlock,
     CancelToken,
@@ -72,6 +64,14 @@ from rxtts.server.engines.base import (
     EngineUnavailableError,
     SynthesisSettings,
     VoiceInfo,
+)
+from rxtts.server.engines.alignment import (
+    TextWord,
+    phoneme_ids,
+    phoneme_labels,
+    phoneme_times,
+    sentence_word_timings,
+    text_words,
 )
 
 if TYPE_CHECKING:

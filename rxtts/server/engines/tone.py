@@ -12,7 +12,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from rxtts.server.engines.base import AudioBlock, CancelToken, SynthesisSettings, VoiceInfo
+from rxtts.engine import AudioBlock, CancelToken, SynthesisSettings, VoiceInfo
 
 __all__ = ["TONE_VOICES", "ToneEngine"]
 
