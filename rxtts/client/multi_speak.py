@@ -9,18 +9,24 @@ and follow the subscriber policy of :mod:`rxtts.client.connection`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
+import reactivex
 from reactivex import GroupedObservable, Observable, abc
+from reactivex import operators as ops
 from reactivex.disposable import Disposable, SerialDisposable
 from reactivex.subject import Subject
 
 from rxtts.client.connection import deliver
-from rxtts.config import VoiceSettings
+from rxtts.client.tokens import Tokens, as_token_observable
+from rxtts.config import MultiContextConfig, VoiceSettings
 from rxtts.errors import RxTtsError, ValidationError
 from rxtts.events import ContextClosed, ContextError, ContextTimeout, Final, TtsEvent
+from rxtts.operators.keep_alive import KeepAlivePolicy, idle_ticks
+from rxtts.operators.keep_alive import keep_alive as keep_alive_operator
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -276,4 +282,128 @@ class ContextSpeech:
             self._session.close_context(self._cid, immediate=True)
 
 
-__all__ = ["ENDS_CONTEXT", "ContextSpeech", "KeyedSpeech", "KeyedText", "fails_every_context"]
+class MultiSpeech:
+    """The Rx API of :class:`~rxtts.client.multi.MultiContextSession` (a mixin)."""
+
+    _subject: Subject[TtsEvent]
+    _activity: Subject[str]
+    _loop: asyncio.AbstractEventLoop
+    _scheduler: abc.SchedulerBase
+    keep_alive_policy: KeepAlivePolicy | None
+
+    @property
+    def config(self) -> MultiContextConfig:
+        raise NotImplementedError
+
+    def keep_alive(self, context_id: str) -> None:
+        raise NotImplementedError
+
+    def speak_keyed(
+        self,
+        source: Observable[KeyedText],
+        voices: Mapping[str, int] | None = None,
+    ) -> Observable[GroupedObservable[str, TtsEvent]]:
+        """Speak ``(context_id, text)`` pairs; one group of events per context.
+
+        Each pair is sent to its context as it arrives (``FLUSH`` as text flushes the
+        context, ``""`` keeps it alive); a context is created when its id first appears,
+        with ``voices[id]`` if given (else the default voice or a voice it already has).
+        When ``source`` completes every context of this subscription is closed
+        gracefully; a group completes with its ``ContextClosed`` (or
+        ``ContextTimeout``) and errors on a ``ContextError`` of its context; the result
+        completes when ``source`` and all groups have::
+
+            source:  -(a,"Hi.")-(b,"Yo.")-(a,F)--|
+            result:  -A---------B-----------------------|
+            A:        ---c--g--x--x--f---f--C|       (c created, g generation_started,
+            B:                  ---c--g--x--f--C|    x audio, f final, C ContextClosed)
+
+        Groups are hot, like ``group_by``'s: subscribe to each when it is emitted.
+        Disposing closes this subscription's open contexts with ``immediate=True``.
+        A local admission error (:class:`~rxtts.errors.TooManyContextsError`) errors
+        the result.
+        """
+
+        def subscribe(
+            observer: abc.ObserverBase[GroupedObservable[str, TtsEvent]],
+            scheduler: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            return KeyedSpeech(cast("MultiContextSession", self), observer, voices).start(source, scheduler)
+
+        return Observable(subscribe)
+
+    def speak(
+        self,
+        context_id: str,
+        tokens: Tokens,
+        *,
+        voice_id: int | None = None,
+        voice_settings: VoiceSettings | None = None,
+        keep_alive_every: float | None = None,
+    ) -> Observable[TtsEvent]:
+        """Speak a token stream on one context; the events of that context.
+
+        Subscribing creates the context (with ``voice_id``/``voice_settings``); each token
+        is sent as it arrives (``FLUSH`` flushes); completion of ``tokens`` sends a flush,
+        the ``final`` that answers it closes the context gracefully, and the result
+        completes with ``ContextClosed`` (or ``ContextTimeout``)::
+
+            tokens:  -"Hi "-"there."--|
+            wire:    -{text}-{text}---{flush}---------{close_context}
+            result:  -c-----------g--x--x--f-----------f--C|
+
+        Disposing before ``C`` sends ``close_context`` with ``immediate=True``: this
+        speaker stops, the other contexts keep talking (barge-in for one speaker).
+        ``keep_alive_every`` inserts keep-alives while ``tokens`` is silent that long
+        (see :func:`~rxtts.operators.keep_alive.keep_alive`).
+        """
+        source = as_token_observable(tokens, self._loop)
+        if keep_alive_every is not None:
+            source = source.pipe(keep_alive_operator(keep_alive_every))
+
+        def subscribe(
+            observer: abc.ObserverBase[TtsEvent], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            speech = ContextSpeech(
+                cast("MultiContextSession", self), observer, context_id, voice_id, voice_settings
+            )
+            return speech.start(source, scheduler)
+
+        return Observable(subscribe)
+
+    def hold(
+        self,
+        context_id: str,
+        policy: KeepAlivePolicy | None = None,
+        *,
+        until: Observable[Any] | None = None,
+    ) -> abc.DisposableBase:
+        """Keep an idle context alive until the returned disposable is disposed.
+
+        Whenever nothing was sent to the context for ``policy.interval`` seconds, a
+        keep-alive (``text: ""``) is sent (PROTOCOL M-4). Stops by itself when the
+        context closes, times out or fails, or when ``until`` emits.
+        Default policy: the session's, else half of ``inactivity_timeout``.
+        """
+        chosen = (
+            policy or self.keep_alive_policy or KeepAlivePolicy.for_timeout(self.config.inactivity_timeout)
+        )
+
+        def ends(event: TtsEvent) -> bool:
+            if isinstance(event, ContextError):
+                return event.context_id == context_id or (
+                    event.context_id is None and fails_every_context(event.error)
+                )
+            return event.context_id == context_id and isinstance(event, ENDS_CONTEXT)
+
+        ended: Observable[Any] = self._subject.pipe(ops.filter(ends))
+        stop = ended if until is None else reactivex.merge(ended, until)
+        ticks = self._activity.pipe(
+            ops.filter(lambda cid: cid == context_id),
+            idle_ticks(chosen.interval),
+            ops.take_until(stop),
+        )
+        return ticks.subscribe(lambda _: self.keep_alive(context_id), scheduler=self._scheduler)
+
+
+__all__ = ["ENDS_CONTEXT", "ContextSpeech", "KeyedSpeech", "KeyedText", "MultiSpeech", "fails_every_context"]
