@@ -45,121 +45,47 @@ amortised, whatever came before (``tests/test_segmenter_cost.py``: a 100k run of
 
 from __future__ import annotations
 
-import re
-from typing import Final
+from rxtts.operators._segmenter_markup import Markup
+from rxtts.operators._segmenter_tables import (
+    _AMBIGUOUS,
+    _CJK_OPENERS,
+    _CLOSERS,
+    _CODE,
+    _CONTINUERS,
+    _HARD_TERMS,
+    _LINE_MARKS,
+    _MAX_GAP,
+    _MAX_WORD,
+    _NORMAL,
+    _NUMREFS,
+    _ORDINAL_NOUNS,
+    _ORDINAL_PREFIXES,
+    _PLAIN,
+    _ROMAN,
+    _SPECIAL,
+    _STARTER_PREFIXES,
+    _STARTERS,
+    _TAG,
+    _TAG_LIMIT,
+    _TERMS,
+    _TITLES,
+    _W_AMBIGUOUS,
+    _W_NORMAL,
+    _W_NUMREF,
+    _W_ORDINAL,
+    _W_TITLE,
+    _WAIT,
+    _WORD,
+    _WORD_END,
+    _WORD_STOPS,
+    _is_dotted_abbreviation,
+    _skip_space,
+)
 
 __all__ = ["SentenceSegmenter"]
 
-# --- character classes -------------------------------------------------------
 
-_SOFT_TERMS: Final = ".!?…‼⁇⁈⁉؟"  # the next character's case decides
-_HARD_TERMS: Final = "。！？｡।॥"  # CJK / Devanagari: no space, no case needed
-_TERMS: Final = _SOFT_TERMS + _HARD_TERMS
-_CLOSERS: Final = "\"'”’»›)]}」』）】〕〉》〗〙〛｣*_"
-# After "<terminator> ", these continue the sentence ("voila! -- you", ". . .").
-_CONTINUERS: Final = _TERMS + "-–—,;:"
-_CJK_OPENERS: Final = "「『“‘（(【〔〈《〖〘〚｢"
-# Characters that start a word when scanning back from a terminator.
-_WORD_STOPS: Final = "\"'“‘«‹([{¿¡*_<>/"
-_LINE_MARKS: Final = " \t#>*-+•|"
-
-# Characters at which the NORMAL-mode scanner has to stop and think.
-_SPECIAL: Final = re.compile(r"[.!?…‼⁇⁈⁉؟。！？｡।॥\n`<]")
-_NON_SPACE: Final = re.compile(r"\S")
-_WORD: Final = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
-_CODE_EVENT: Final = re.compile(r"`+|\n[ \t]*\n")
-_TAG_EVENT: Final = re.compile(r"[<>]|\n[ \t]*\n")
-# A word that is complete although nothing follows it yet: punctuation after a letter.
-_WORD_END: Final = re.compile(r"[^\W\d_][.!?…,;:]+[\"'”’»)\]]*\Z")
-
-# --- word lists ----------------------------------------------------------------
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-# Never end a sentence (titles, Latin/German abbreviations, references).
-_TITLES: Final = _words(
-    """mr mrs ms mx dr prof rev hon capt cpt lt sgt maj cmdr adm supt messrs mme mlle
-    e.g i.e cf viz vs z.b d.h u.a bzw ca approx incl vgl"""
-)
-# Not a sentence end before a digit ("p. 55", "No. 5"), an ordinary word otherwise.
-_NUMREFS: Final = _words("no nos nr n° nº p pp vol vols fig figs eq eqs ch sec art tel ph")
-# May end a sentence: decided by the next word (a sentence starter ends it).
-_AMBIGUOUS: Final = _words(
-    """etc inc ltd co corp llc plc jr sr st ave blvd rd al bros dept mt ft jan feb apr jun
-    jul aug sep sept oct nov dec mon tue tues thu thur thurs fri usw min max hrs yr yrs mo
-    sq oz lb lbs gen col gov sen rep pres"""
-)
-_ROMAN: Final = _words("i ii iii iv v vi vii viii ix x xi xii")
-# Words that make "<abbreviation>. <Word>" a sentence end (lowercased).
-_STARTERS: Final = _words(
-    """a an the i i'm i've i'll i'd he he's she she's it it's we we're we've you you're
-    you'll they they're they've this that that's these those there there's then but and
-    so or yet however how what what's why when where who which whose if in on at by for
-    from to with without after before as once while although though still next finally
-    first second third last also besides moreover furthermore meanwhile instead otherwise
-    here now today tomorrow yesterday tonight my our your his her their its let let's
-    please thanks thank yes no not nothing none all some many most every each both
-    either neither one two three another is are was were do does did don't can can't
-    could will would should shall may might must have has had being it'd we'd they'd
-    since because unless until during overall anyway indeed sure okay ok well oh hello hi
-    great good note see remember just maybe perhaps sometimes often usually never always
-    everyone everything nobody someone something our"""
-)
-# Words after "<1-2 digit number>." that make it an ordinal (German dates etc.).
-_ORDINAL_NOUNS: Final = _words(
-    """januar jänner februar märz april mai juni juli august september oktober november
-    dezember jan feb mär apr jun jul aug sep sept okt nov dez mal platz klasse
-    jahrhundert jahrtausend weltkrieg stock etage liga runde quartal halbjahr kapitel
-    auflage spieltag tag woche bundesliga"""
-)
-
-
-def _prefixes(words: frozenset[str]) -> frozenset[str]:
-    return frozenset(w[:i] for w in words for i in range(1, len(w) + 1))
-
-
-_STARTER_PREFIXES: Final = _prefixes(_STARTERS)
-_ORDINAL_PREFIXES: Final = _prefixes(_ORDINAL_NOUNS)
-
-# --- scanner states ------------------------------------------------------------
-
-_NORMAL: Final = 0
-_CODE: Final = 1  # inside `inline code`
-_TAG: Final = 2  # inside <tag ...>
-_FENCE: Final = 3  # inside a ``` fenced block
-
-# Kinds of line (classified from the line's first characters).
-_PLAIN: Final = 0
-_HEADING: Final = 1
-_LIST: Final = 2
-_BLOCK: Final = 3  # block quote or table row
-_FENCE_LINE: Final = 4
-
-# Kinds of word before a single period.
-_W_NORMAL: Final = 0
-_W_TITLE: Final = 1  # never a boundary
-_W_AMBIGUOUS: Final = 2  # boundary iff the next word is a sentence starter
-_W_ORDINAL: Final = 3  # boundary unless the next word is a month/ordinal noun
-_W_NUMREF: Final = 4  # no boundary before a digit only
-
-_WAIT: Final = -1  # "need more text" from a handler
-# Bounds that keep waiting O(1) per token on pathological whitespace runs:
-_MAX_INDENT: Final = 16  # a line indented more than this is plain text
-_MAX_GAP: Final = 64  # a terminator followed by more whitespace than this ends a sentence
-_TAG_LIMIT: Final = 400  # a "<x" with no ">" after this many chars is not a tag
-_MAX_WORD: Final = 32  # a word longer than this before a period is an ordinary word
-
-
-def _is_dotted_abbreviation(word: str) -> bool:
-    """``U.S``, ``a.m``, ``Ph.D``: alphabetic parts of one or two letters."""
-    parts = word.split(".")
-    return len(parts) > 1 and all(0 < len(p) <= 2 and p.isalpha() for p in parts)
-
-
-class SentenceSegmenter:
+class SentenceSegmenter(Markup):
     """Incremental sentence-boundary detector for text split anywhere.
 
     Example:
@@ -566,193 +492,3 @@ class SentenceSegmenter:
         return p > self._start and buf[p - 1] == ":"
 
     # --- lines -----------------------------------------------------------------------
-
-    def _newline(self, i: int, final: bool, out: list[str]) -> int:
-        buf = self._buf
-        n = len(buf)
-        if self._line_kind == _HEADING:  # a heading ends at its newline
-            self._emit(i, out)
-            self._line_kind = _PLAIN
-        k = _skip_space(buf, i)
-        lo = max(self._start, self._line_start)
-        if buf.count("\n", i, k) >= 2 or _NON_SPACE.search(buf, lo, i) is None:  # blank line
-            self._emit(i, out)
-        ls = buf.rfind("\n", i, k) + 1
-        # A wait resumes at the run's last newline: what came before is decided.
-        self._nl_resume = ls - 1
-        if k == n and not final and k - ls <= _MAX_INDENT:
-            return _WAIT
-        kind = self._classify(ls, final)
-        if kind == _WAIT:
-            return _WAIT
-        if kind != _PLAIN or (self._line_kind in (_LIST, _BLOCK) and ls == k):
-            self._emit(i, out)
-        self._line_start = ls
-        self._new_line = True
-        return ls
-
-    def _classify(self, ls: int, final: bool) -> int:
-        """Kind of the line starting at ``ls``, or _WAIT if its marker is not visible yet."""
-        buf = self._buf
-        n = len(buf)
-        q = ls
-        while q < n and q - ls <= _MAX_INDENT and buf[q] in " \t":
-            q += 1
-        if q - ls > _MAX_INDENT:
-            return _PLAIN
-        if q == n:
-            return _PLAIN if final else _WAIT
-        c = buf[q]
-        if c == "#" or c == "`" or c == "~":
-            if c == "#":
-                r = q
-                while r < n and r - q <= 6 and buf[r] == c:  # 7 or more: not a heading
-                    r += 1
-            else:
-                r = self._run(q, c)  # the fence marker's length matters: wait for the run
-            if r == n and not final:
-                return _WAIT
-            if c == "#":
-                ok = r - q <= 6 and (r == n or buf[r].isspace())
-                return _HEADING if ok else _PLAIN
-            return _FENCE_LINE if r - q >= 3 else _PLAIN
-        if c in "-*+•":
-            if q + 1 == n:
-                return _PLAIN if final else _WAIT
-            return _LIST if buf[q + 1] in " \t" else _PLAIN
-        if c.isdigit():
-            r = q
-            while r < n and r - q <= 3 and buf[r].isdigit():  # 4 or more: not an item
-                r += 1
-            if r + 1 >= n:
-                return _PLAIN if final else _WAIT
-            if r - q <= 3 and buf[r] in ".)" and buf[r + 1] in " \t":
-                return _LIST
-            return _PLAIN
-        if c == ">" or c == "|":
-            return _BLOCK
-        return _PLAIN
-
-    def _begin_line(self, ls: int, final: bool) -> int:
-        """Classify and enter the line starting at ``ls``; return where to scan next."""
-        kind = self._classify(ls, final)
-        if kind == _WAIT:
-            return _WAIT
-        self._new_line = False
-        self._line_kind = kind
-        q = ls
-        buf = self._buf
-        while q < len(buf) and buf[q] in " \t":
-            q += 1
-        if kind == _FENCE_LINE:
-            r = q
-            while r < len(buf) and buf[r] == buf[q]:
-                r += 1
-            self._fence = buf[q:r]
-            self._mode = _FENCE
-            self._fence_midline = True  # the opening line (info string) is not a closer
-            return r
-        return q
-
-    # --- code, tags, fences ----------------------------------------------------------
-
-    def _backtick(self, i: int, final: bool) -> int:
-        buf = self._buf
-        j = self._run(i, "`")
-        if j == len(buf) and not final:
-            return _WAIT  # the run may grow
-        self._ticks = j - i
-        self._code_start = i
-        self._mode = _CODE
-        return j
-
-    def _in_code(self, pos: int, final: bool) -> int:
-        """Scan inline code; return the next pos, or ``-(pos+1)`` to wait."""
-        buf = self._buf
-        n = len(buf)
-        if pos < n and buf[pos] == "`":  # a backtick run waited here: resume it
-            start = pos
-        else:
-            m = _CODE_EVENT.search(buf, pos)
-            if m is None:
-                return -(_resume_point(buf, pos) + 1)
-            if m.group()[0] == "\n":  # code spans never cross a blank line
-                self._mode = _NORMAL
-                return m.start()
-            start = m.start()
-        end = self._run(start, "`")
-        if end == n and not final:
-            return -(start + 1)
-        if end - start == self._ticks:
-            self._mode = _NORMAL
-        return end
-
-    def _angle(self, i: int, final: bool) -> int:
-        buf = self._buf
-        if i + 1 == len(buf):
-            return i + 1 if final else _WAIT
-        c = buf[i + 1]
-        if c.isalpha() or c in "/!?":
-            self._mode = _TAG
-            self._tag_start = i
-        return i + 1
-
-    def _in_tag(self, pos: int, final: bool) -> int:
-        """Scan an SSML/XML tag; a stray ``<`` (no ``>`` soon) is plain text."""
-        buf = self._buf
-        m = _TAG_EVENT.search(buf, pos)
-        if m is not None and m.group() == ">":
-            self._mode = _NORMAL
-            return m.end()
-        if m is None and not final and len(buf) - self._tag_start < _TAG_LIMIT:
-            return -(_resume_point(buf, pos) + 1)
-        self._mode = _NORMAL  # not a tag after all: rescan it as text
-        return self._tag_start + 1
-
-    def _in_fence(self, pos: int, final: bool, out: list[str]) -> int:
-        """Scan a fenced block line by line until its closing fence."""
-        buf = self._buf
-        n = len(buf)
-        while True:
-            if self._fence_midline:
-                f = buf.find("\n", pos)
-                if f < 0:
-                    return -(n + 1)
-                pos = f + 1
-                self._fence_midline = False
-            q = pos
-            while q < n and buf[q] in " \t":
-                q += 1
-            marker = self._fence
-            r = self._run(q, marker[0])
-            e = self._run(r, " \t")
-            if e == n and not final:
-                return -(pos + 1)  # this line may still become the closing fence
-            if r - q >= len(marker) and (e == n or buf[e] in "\r\n"):
-                self._mode = _NORMAL
-                self._line_kind = _PLAIN
-                self._emit(r, out)
-                return r
-            self._fence_midline = True
-            pos = q
-
-
-def _skip_space(buf: str, i: int) -> int:
-    """Index of the first non-space character at or after ``i`` (or ``len(buf)``)."""
-    m = _NON_SPACE.search(buf, i)
-    return len(buf) if m is None else m.start()
-
-
-def _resume_point(buf: str, pos: int) -> int:
-    """Where to resume a search so a blank line split across tokens is still seen.
-
-    The search found no blank line in ``buf[pos:]``, so at most one newline ends
-    it, followed by spaces/tabs: resume at that newline, else at the end. Looks
-    back at most ``_MAX_GAP`` characters (a blank line padded with more spaces
-    than that does not end a code span or tag).
-    """
-    n = len(buf)
-    p = n
-    while p > pos and n - p <= _MAX_GAP and buf[p - 1] in " \t":
-        p -= 1
-    return p - 1 if p > pos and buf[p - 1] == "\n" else n
