@@ -573,3 +573,11 @@ def test_say_ctrl_c_keeps_the_audio_received_so_far(tmp_path: Path) -> None:
     assert "interrupted: kept the" in rest
     samples, rate = read_wav(out)
     assert 0 < len(samples) / rate < len(text) * 0.01  # some audio, not all of it
+
+
+def test_say_help_lists_the_voices_and_every_default() -> None:
+    result = run_cli("say", "--help")
+    assert result.returncode == 0
+    for voice in ("1071  Joe (piper)", "1072  Jo (bright) (piper)", "1073  Joe (deep) (piper)", "2003"):
+        assert voice in result.stdout
+    assert "default low-latency" in result.stdout and "default 1071" in result.stdout

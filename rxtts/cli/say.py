@@ -448,6 +448,19 @@ def _keep_partial(path: str | None, events: list[TtsEvent], progress: Progress) 
 # -- command line ---------------------------------------------------------------------------------
 
 
+def voice_list() -> str:
+    """The local voices, for ``--help`` (no engine is loaded to list them)."""
+    from rxtts.server.engines.espeak import ESPEAK_VOICES
+    from rxtts.server.engines.piper import PIPER_VOICES
+
+    lines = ["voices of the local server (--voice):"]
+    lines += [f"  {v.id}  {v.name} (piper): {v.description}" for v in PIPER_VOICES]
+    extra = [v for v in ESPEAK_VOICES if v.id >= 2000]
+    lines += [f"  {v.id}  {v.name} (espeak, {v.language})" for v in extra]
+    lines.append("  with --engine espeak, 1071-1073 are espeak voices too; a hosted server: GET /v1/voices")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``rxtts say`` argument parser."""
     p = argparse.ArgumentParser(
@@ -456,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog='examples:\n  rxtts say "Hello! This is streamed token by token." -o hello.wav\n'
         "  echo 'Text from another tool.' | rxtts say - --json\n"
         "  rxtts say 'Hi there.' --engine tone --tokens-per-second 100\n\n"
-        "exit status: 0 ok, 1 runtime error (server, engine), 2 usage error",
+        + voice_list()
+        + "\n\nexit status: 0 ok, 1 runtime error (server, engine), 2 usage error, 130 interrupted",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("text", nargs="?", help="text to speak; '-' (or nothing, with a pipe) reads stdin")
