@@ -10,6 +10,7 @@ from ._segmenter import SentenceSegmenter
 from .chunk_schedule import DEFAULT_SCHEDULE, ChunkScheduler, chunk_schedule
 from .encode_audio import EncodedAudio, EncodeEvent, encode_audio
 from .flush import FLUSH, Flush, TextItem, is_flush
+from .heard import HeardLedger, heard, heard_at
 from .keep_alive import KEEP_ALIVE, KeepAlivePolicy, idle_ticks, keep_alive
 from .markdown import strip_markdown, strip_markdown_text
 from .metrics import turn_metrics
@@ -29,6 +30,7 @@ __all__ = [
     "EncodedAudio",
     "Flush",
     "FlushReached",
+    "HeardLedger",
     "KeepAlivePolicy",
     "SentenceSegmenter",
     "SynthEvent",
@@ -36,6 +38,8 @@ __all__ = [
     "chunk_schedule",
     "collect_audio",
     "encode_audio",
+    "heard",
+    "heard_at",
     "idle_ticks",
     "is_flush",
     "keep_alive",
