@@ -50,6 +50,15 @@ def turn_key(event: object) -> TurnKey:
     )
 
 
+def learn_key(event: object) -> TurnKey | None:
+    """The turn key of an event that names its turn, else ``None``.
+
+    Operators over one turn take their key from the first event with a ``turn`` (some
+    events, e.g. an ``Interrupted`` ack, belong to no turn).
+    """
+    return turn_key(event) if getattr(event, "turn", None) is not None else None
+
+
 @runtime_checkable
 class PlaybackClock(Protocol):
     """Per-turn playback position (see the module docstring)."""
@@ -240,6 +249,7 @@ __all__ = [
     "PlaybackClock",
     "SimulatedClock",
     "TurnKey",
+    "learn_key",
     "ttfa",
     "turn_key",
 ]

@@ -14,6 +14,7 @@ from .heard import HeardLedger, heard, heard_at
 from .keep_alive import KEEP_ALIVE, KeepAlivePolicy, idle_ticks, keep_alive
 from .markdown import strip_markdown, strip_markdown_text
 from .metrics import turn_metrics
+from .playout import playout
 from .sentences import sentences
 from .sinks import collect_audio, play, to_numpy, write_wav
 from .synthesize import ChunkAudio, ChunkDone, ChunkStarted, FlushReached, SynthEvent, synthesize
@@ -44,6 +45,7 @@ __all__ = [
     "is_flush",
     "keep_alive",
     "play",
+    "playout",
     "sentences",
     "strip_markdown",
     "strip_markdown_text",

@@ -52,7 +52,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
 from reactivex.scheduler import TimeoutScheduler
 
-from rxtts.audio.clock import EPSILON, PlaybackClock, TurnKey, turn_key
+from rxtts.audio.clock import EPSILON, PlaybackClock, TurnKey, learn_key
 from rxtts.events import (
     AudioChunk,
     ChunkComplete,
@@ -117,8 +117,7 @@ class HeardLedger:
 
     def on_event(self, event: object) -> None:
         """Account for one event of the turn (others are ignored)."""
-        if self.key is None and getattr(event, "turn", None) is not None:
-            self.key = turn_key(event)
+        self.key = self.key or learn_key(event)
         if isinstance(event, GenerationStarted):
             self._chunk(event.chunk_id).text = event.text
             self._current = event.chunk_id
