@@ -26,7 +26,7 @@ from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.recorded import Recorded
 
-from rxtts.audio.clock import SimulatedClock
+from rxtts.audio.clock import SimulatedClock, ttfa
 from rxtts.client.session import StreamingSession
 from rxtts.config import StreamConfig
 from rxtts.events import (
@@ -37,6 +37,7 @@ from rxtts.events import (
     Heard,
     Interrupted,
     SessionClosed,
+    TurnMetrics,
     WordTimestamp,
     WordTimestamps,
 )
@@ -477,3 +478,35 @@ def test_real_turn_barge_in_at_random_moments(tone_server: RunningServer) -> Non
             assert h.complete and h.heard_text == SENT
     assert "disposed" in reasons and reasons <= {"disposed", "completed"}
     assert len({h.words_heard for h, _, _ in runs}) >= 8  # the moments spread over the turn
+
+
+def test_ttfa_on_a_simulated_clock_matches_the_session_metrics(tone_server: RunningServer) -> None:
+    async def main() -> tuple[float | None, float | None, Heard]:
+        loop = asyncio.get_running_loop()
+        scheduler = AsyncIOScheduler(loop)
+        clock = SimulatedClock(scheduler)
+        session = StreamingSession(f"{tone_server.url}/ws/tts/stream", StreamConfig(voice_id=1071))
+        started: list[float] = []
+        results: list[Heard] = []
+        try:
+            await session.connect()
+            tokens = reactivex.from_iterable(mid_word_tokens(SENTENCES[0], random.Random(5))).pipe(
+                ops.do_action(lambda _: started or started.append(clock.now()))
+            )
+            events = await session.speak(tokens).pipe(
+                play(clock),
+                heard(clock, SENTENCES[0], on_heard=results.append, scheduler=scheduler),
+                ops.to_list(),
+            )
+        finally:
+            await session.close()
+        metrics = next(e for e in events if isinstance(e, TurnMetrics))
+        key = next((e.context_id, e.turn) for e in events if isinstance(e, AudioChunk))
+        return ttfa(clock, key, started[0]), metrics.ttfa, results[0]
+
+    on_clock, measured, h = asyncio.run(asyncio.wait_for(main(), 20))
+    assert on_clock is not None and measured is not None
+    # the simulated listener hears the first sound when it arrives: the session's TTFA
+    assert abs(on_clock - measured) < 0.05
+    # no word timestamps requested: proportional estimate, and the turn played out in full
+    assert (h.reason, h.complete, h.estimated, h.heard_text) == ("completed", True, True, SENTENCES[0])
