@@ -3,7 +3,8 @@
 Text side: a text stream is ``Observable[str | Flush]``; the server pipeline is
 ``text.pipe(sentences(), chunk_schedule(schedule, auto_mode), synthesize(...),
 encode_audio(...))``. Client side: ``turn_metrics()``, ``collect_audio()``,
-``write_wav()``, ``play()`` and ``keep_alive()`` work on session event streams.
+``write_wav()``, ``play()`` and ``keep_alive()`` work on session event streams;
+``heard(clock)`` reports what the listener heard, ``playout(clock)`` paces network sinks.
 """
 
 from ._segmenter import SentenceSegmenter

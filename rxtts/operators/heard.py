@@ -75,6 +75,9 @@ REAL_SCORE = 0.5
 """``WordTimestamp.score`` above this is an aligner's confidence; at or below, an estimate."""
 SPEECH_SECONDS_PER_CHAR = 0.065
 """Prior for an incomplete chunk without alignment: ~15 characters/s of English speech."""
+PLAYED_OUT_TOLERANCE = 0.01
+"""A turn whose position is this close to its received audio played out (resampling in a
+:class:`~rxtts.audio.playback.Player` may shift the frame count by a few samples)."""
 POLL_SECONDS = 0.05
 """While a finished turn plays out, the clock is re-read at least this often."""
 _TERMINAL = (SessionClosed, Final, ContextClosed, ContextTimeout)
@@ -370,7 +373,8 @@ def heard(
     heard(clock))`` (early completion; ``H`` is the last event). In the second order a
     barge-in after the server finished (the audio still playing out) never reaches the
     pipeline: stop the turn on the clock then (``clock.stop(key)``, or ``Player.stop()``)
-    and ``H`` follows with reason ``stopped``.
+    and ``H`` follows with reason ``stopped`` (``Player.close()`` stops every turn too,
+    so a closed device never leaves the wait hanging).
 
     Args:
         clock: the playback clock the turn's audio plays on (a
@@ -431,7 +435,7 @@ def heard(
                 observer.on_error(error)
 
             def finish() -> None:
-                played_out = clock.position(key()) >= ledger.received_seconds - 1e-3
+                played_out = clock.position(key()) >= ledger.received_seconds - PLAYED_OUT_TOLERANCE
                 out = result("completed" if played_out else "stopped")
                 if out is not None:
                     observer.on_next(out)
