@@ -510,3 +510,38 @@ def test_ttfa_on_a_simulated_clock_matches_the_session_metrics(tone_server: Runn
     assert abs(on_clock - measured) < 0.05
     # no word timestamps requested: proportional estimate, and the turn played out in full
     assert (h.reason, h.complete, h.estimated, h.heard_text) == ("completed", True, True, SENTENCES[0])
+
+
+def test_heard_on_a_player_reads_what_the_device_played(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    pulls: list[Any] = []
+
+    class Device:
+        def __init__(self, **kwargs: Any) -> None:
+            pulls.append(kwargs["callback"])
+
+        def start(self) -> None: ...
+        def stop(self) -> None: ...
+        def close(self) -> None: ...
+
+    module = types.ModuleType("sounddevice")
+    module.OutputStream = Device  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sounddevice", module)
+    from rxtts.audio.playback import Player
+
+    player = Player()
+    results: list[Heard] = []
+    events = [m.value.value for m in turn_messages() if m.value.kind == "N"]
+    subject = Subject[Any]()
+    sub = subject.pipe(play(player), heard(player, TEXT, on_heard=results.append)).subscribe()
+    for event in events:
+        subject.on_next(event)
+    buf = np.zeros((2400, 1), np.int16)
+    pulls[0](buf, 2400, None, None)  # the device played 2.4 s: inside "are" of chunk 1
+    sub.dispose()  # barge-in
+    [h] = results
+    assert (h.heard_text, h.cut_word, h.heard_seconds) == ("Hello there, world. How", "are", 2.4)
+    assert player.remaining((None, 0)) == 0.0
+    player.close()
