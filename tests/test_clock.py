@@ -108,17 +108,22 @@ def test_play_sink_drives_the_clock_and_ttfa_counts_the_first_non_silent_sample(
     assert ttfa(clock, B, started_at=1.0) is None
 
 
-def test_play_stop_on_disposal_stops_every_playing_turn() -> None:
+def test_stop_without_a_key_drops_every_turns_queue_but_later_audio_plays() -> None:
     s = TestScheduler()
     clock = SimulatedClock(s)
     events = s.create_hot_observable(
         reactivex.testing.ReactiveTest.on_next(1.0, chunk(2000)),
+        reactivex.testing.ReactiveTest.on_next(1.0, chunk(2000, B)),
     )
-    sub = events.pipe(play(clock)).subscribe()
+    sub = events.pipe(play(clock)).subscribe()  # play stops its sink on disposal
     at(s, 1.5, sub.dispose)
-    got = readings(s, clock, A, [1.4, 3.0])
+    at(s, 2.0, lambda: clock.queued(A, 0.25))
+    a = readings(s, clock, A, [1.4, 1.9, 3.0])
+    b = readings(s, clock, B, [1.4, 3.0])
     s.start()
-    assert got == [0.4, 0.5]
+    assert a == [0.4, 0.5, 0.75]
+    assert b == [0.4, 0.5]
+    assert not clock.stopped(A)
 
 
 def test_turn_key_reads_identity() -> None:
@@ -159,16 +164,16 @@ def test_sample_queue_stop_one_turn_drops_only_its_frames_and_freezes_it() -> No
     assert q.dropped_frames == 170
 
 
-def test_sample_queue_stop_all_freezes_turns_but_not_anonymous_audio() -> None:
+def test_sample_queue_stop_all_drops_queued_frames_and_later_audio_plays() -> None:
     q = SampleQueue()
     q.feed(np.full(100, 1, np.int16), A)
-    q.feed(np.full(100, 1, np.int16), (None, None))
-    q.stop()
+    q.feed(np.full(100, 1, np.int16), B)
+    pull(q, 30)
+    assert q.stop() == 170
     q.feed(np.full(10, 1, np.int16), A)
-    q.feed(np.full(10, 1, np.int16), (None, None))
     pull(q, 50)
-    assert q.played_frames_of(A) == 0
-    assert q.played_frames_of((None, None)) == 10
+    assert q.played_frames_of(A) == 40 and q.played_frames_of(B) == 0
+    assert not q.is_stopped(A)
 
 
 class _FakeOutputStream:
@@ -207,3 +212,12 @@ def test_player_position_is_what_the_device_pulled_per_turn(monkeypatch: pytest.
     assert player.position(B) == pytest.approx(0.2) and player.remaining(B) == 0.0
     assert isinstance(player, PlaybackClock)
     player.close()
+
+
+def test_a_first_sound_dropped_before_it_played_is_not_audible() -> None:
+    s = TestScheduler()
+    clock = SimulatedClock(s)
+    at(s, 1.0, lambda: clock.on_next(chunk(1000, silent_lead=512)))  # sound from 1.512
+    at(s, 1.2, lambda: clock.stop(A))
+    s.start()
+    assert clock.first_audible_at(A) is None

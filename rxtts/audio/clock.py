@@ -19,7 +19,7 @@ Two implementations:
   scheduler in wall time.
 
 Both are also :class:`~rxtts.operators.sinks.AudioSink` s (``on_next`` queues an
-``AudioChunk`` of its turn, ``finish``, ``stop()`` stops every turn still playing), so
+``AudioChunk`` of its turn, ``finish``, ``stop()`` drops every turn's queued audio), so
 ``play(clock)`` drives them like a speaker.
 """
 
@@ -103,6 +103,11 @@ class _Track:
             return self.stopped_at
         return self.base + min(max(0.0, now - self.start), self.length)
 
+    def forget_unplayed_sound(self, now: float) -> None:
+        """A first sound that was dropped before it played was never audible (TTFA)."""
+        if self.audible_at is not None and self.audible_at > now:
+            self.audible_at = None
+
     def end(self) -> float:
         """Clock time the queued audio finishes playing."""
         return self.start + self.length
@@ -183,15 +188,22 @@ class SimulatedClock:
         """Freeze the turn's position now; drop what is queued and whatever comes later.
 
         Without a key (``AudioSink.stop``, e.g. from ``play(clock)`` on barge-in) every
-        turn that still has audio to play is stopped.
+        turn's queued audio is dropped now, like ``Player.stop()``; audio queued later
+        still plays (only ``stop(key)`` makes a turn's cut final).
         """
         if key is None:
-            for other in [k for k in self._tracks if self.remaining(k) > EPSILON]:
-                self.stop(other)
+            now = self.now()
+            for track in self._tracks.values():
+                if track.stopped_at is None:
+                    track.base = track.position(now)
+                    track.start = now
+                    track.length = 0.0
+                    track.forget_unplayed_sound(now)
             return
         track = self._track(key)
         if track.stopped_at is None:
             track.stopped_at = track.position(self.now())
+            track.forget_unplayed_sound(self.now())
 
     def stopped(self, key: TurnKey) -> bool:
         """Whether :meth:`stop` was called for the turn."""

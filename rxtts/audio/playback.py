@@ -121,16 +121,13 @@ class SampleQueue:
     def stop(self, key: TurnKey | None = None) -> int:
         """Barge-in: drop queued frames at once; returns how many were dropped.
 
-        Without ``key`` every queued frame goes (and every turn with queued frames is
-        stopped); with ``key`` only that turn's frames, and its later ones. A stopped
+        Without ``key`` every queued frame goes (later audio still plays, as before turn
+        keys existed); with ``key`` only that turn's frames, and its later ones too: the
         turn's played-frame count freezes.
         """
         with self._cond:
             if key is None:
                 dropped = self._queued
-                # Only turns with an identity freeze: audio without a turn number cannot
-                # be told apart from the next stream's, which must still play.
-                self._stopped.update(k for k, n in self._queued_by.items() if n > 0 and k[1] is not None)
                 self._chunks.clear()
                 self._offset = 0
                 self._queued = 0
