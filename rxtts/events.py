@@ -302,6 +302,8 @@ __all__ = [
     "Encoding",
     "Final",
     "GenerationStarted",
+    "Heard",
+    "HeardReason",
     "Interrupted",
     "ServerWarning",
     "SessionClosed",
@@ -313,3 +315,63 @@ __all__ = [
     "WordTimestamp",
     "WordTimestamps",
 ]
+
+
+HeardReason: TypeAlias = Literal["completed", "stopped", "interrupted", "cut_short", "error", "disposed"]
+"""Why a :class:`Heard` was computed (see :func:`rxtts.operators.heard`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Heard(_Event):
+    """What the listener actually heard of one turn (:func:`rxtts.operators.heard`).
+
+    Offsets index :attr:`text`, the turn's text as the client sent it (the concatenated
+    tokens), so ``heard_text + unheard_text == text`` and ``heard_text`` is a prefix of
+    it ending on a word boundary. A word is *heard* when its end time is at or before
+    the playback position at the cut; the *cut word* is the one playing at that moment.
+    """
+
+    text: str
+    """The turn's text: the sent tokens concatenated (or the chunk texts, if not given)."""
+    heard_text: str
+    """``text[:char_end]``: every word heard in full (what to commit to LLM history)."""
+    unheard_text: str
+    """``text[char_end:]``: the rest, starting with the cut word if there is one."""
+    char_end: int
+    """End of the heard part in :attr:`text` (0 if nothing was heard)."""
+    cut_word: str | None
+    """The word being spoken at the cut, heard in part; ``None`` between words."""
+    cut_char_start: int | None
+    """Offset of the cut word in :attr:`text`."""
+    cut_char_end: int | None
+    """Offset one past the cut word in :attr:`text`."""
+    heard_seconds: float
+    """Seconds of the turn's audio played at the cut."""
+    received_seconds: float
+    """Seconds of the turn's audio received."""
+    words_heard: int
+    """Number of words heard in full."""
+    estimated: bool
+    """True when a word time that decided the result was estimated (no alignment, or
+    ``WordTimestamp.score <= 0.5``: the local server's estimates carry 0.5)."""
+    reason: HeardReason
+    """``completed`` (played out), ``stopped`` (the clock stopped the turn while it
+    played out, e.g. ``Player.stop()``), ``interrupted`` (an ``Interrupted`` event),
+    ``cut_short`` (the stream ended without a terminal event, e.g. ``take_until``
+    upstream), ``error`` or ``disposed`` (barge-in by disposal)."""
+
+    @property
+    def complete(self) -> bool:
+        """Whether every word of :attr:`text` was heard."""
+        return not self.unheard_text.strip()
+
+    def history_text(self, include_cut_word: bool = False) -> str:
+        """The text to commit to the LLM history for this turn.
+
+        Default: the words heard in full (:attr:`heard_text`), the conservative policy
+        (a word the user heard only the start of is not assumed understood). With
+        ``include_cut_word`` the cut word is added (``text[:cut_char_end]``).
+        """
+        if include_cut_word and self.cut_char_end is not None:
+            return self.text[: self.cut_char_end]
+        return self.heard_text

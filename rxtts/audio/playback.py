@@ -4,7 +4,10 @@
 whenever they arrive, the device's callback pulls exactly the frames it needs, so chunk
 boundaries are invisible in the output (no gaps, no clicks). When the queue runs dry the
 callback pads with zeros and counts an underrun. :meth:`~SampleQueue.stop` drops all queued
-audio at once (barge-in): the very next callback is silence.
+audio at once (barge-in): the very next callback is silence. Each fed chunk may carry a
+turn key (:data:`~rxtts.audio.clock.TurnKey`): the queue counts frames played per turn and
+``stop(key)`` drops one turn's frames only, so :class:`Player` is a
+:class:`~rxtts.audio.clock.PlaybackClock` whose position is what the device played.
 
 :class:`Player` opens a ``sounddevice`` output stream (optional extra ``rxtts[play]``,
 imported lazily) around a :class:`SampleQueue` and is an Rx observer of session events::
@@ -24,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from reactivex.abc import ObserverBase
 
+from rxtts.audio.clock import TurnKey, turn_key
 from rxtts.audio.g711 import decode_alaw, decode_ulaw
 from rxtts.audio.pcm import FULL_SCALE, Int16Array, as_pcm16
 from rxtts.audio.resample import StreamResampler
@@ -65,7 +69,10 @@ class SampleQueue:
             raise ValueError(f"channels must be >= 1, got {channels}")
         self.channels: Final = channels
         """Channels per frame of the output buffer."""
-        self._chunks: deque[Int16Array] = deque()
+        self._chunks: deque[tuple[Int16Array, TurnKey | None]] = deque()
+        self._played_by: dict[TurnKey, int] = {}  # frames played per turn
+        self._queued_by: dict[TurnKey, int] = {}  # frames queued per turn
+        self._stopped: set[TurnKey] = set()  # turns whose later audio is dropped
         self._offset = 0  # frames of self._chunks[0] already played
         self._queued = 0
         self._played = 0
@@ -83,17 +90,26 @@ class SampleQueue:
             return pcm.copy()
         raise ValueError(f"expected 1-D samples or shape (n, {self.channels}), got shape {pcm.shape}")
 
-    def feed(self, samples: npt.ArrayLike) -> None:
+    def feed(self, samples: npt.ArrayLike, key: TurnKey | None = None) -> None:
         """Append samples (1-D mono, broadcast to every channel, or ``(n, channels)``).
 
-        int16 is queued as is (copied); float input is converted to int16.
+        int16 is queued as is (copied); float input is converted to int16. ``key`` names
+        the turn the samples belong to; samples of a turn stopped with ``stop(key)`` are
+        dropped (a barge-in is final).
         """
         frames = self._frames(samples)
-        if frames.shape[0] == 0:
+        n = frames.shape[0]
+        if n == 0:
             return
         with self._cond:
-            self._chunks.append(frames)
-            self._queued += frames.shape[0]
+            if key is not None and key in self._stopped:
+                self._dropped += n
+                return
+            self._chunks.append((frames, key))
+            self._queued += n
+            if key is not None:
+                self._queued_by[key] = self._queued_by.get(key, 0) + n
+                self._played_by.setdefault(key, 0)
             self._active = True
 
     def finish(self) -> None:
@@ -102,16 +118,45 @@ class SampleQueue:
         with self._cond:
             self._active = False
 
-    def stop(self) -> int:
-        """Drop every queued frame at once (barge-in); returns how many were dropped."""
+    def stop(self, key: TurnKey | None = None) -> int:
+        """Barge-in: drop queued frames at once; returns how many were dropped.
+
+        Without ``key`` every queued frame goes (later audio still plays, as before turn
+        keys existed); with ``key`` only that turn's frames, and its later ones too: the
+        turn's played-frame count freezes.
+        """
         with self._cond:
-            dropped = self._queued
-            self._chunks.clear()
-            self._offset = 0
-            self._queued = 0
+            if key is None:
+                dropped = self._queued
+                self._chunks.clear()
+                self._offset = 0
+                self._queued = 0
+                self._queued_by = dict.fromkeys(self._queued_by, 0)
+                self._active = False
+            else:
+                dropped = self._drop_turn(key)
             self._dropped += dropped
-            self._active = False
             self._cond.notify_all()
+        return dropped
+
+    def _drop_turn(self, key: TurnKey) -> int:
+        """Remove one turn's queued frames; caller holds the lock."""
+        self._stopped.add(key)
+        kept: deque[tuple[Int16Array, TurnKey | None]] = deque()
+        dropped = 0
+        for i, (frames, owner) in enumerate(self._chunks):
+            if owner != key:
+                kept.append((frames, owner))
+                continue
+            done = self._offset if i == 0 else 0  # the head may be partly played
+            dropped += frames.shape[0] - done
+        if self._chunks and self._chunks[0][1] == key:
+            self._offset = 0
+        self._chunks = kept
+        self._queued -= dropped
+        self._queued_by[key] = 0
+        if self._queued == 0:
+            self._active = False
         return dropped
 
     def callback(self, outdata: npt.NDArray[Any], frames: int) -> None:
@@ -137,11 +182,14 @@ class SampleQueue:
         filled = 0
         wanted = block.shape[0]
         while filled < wanted and self._chunks:
-            head = self._chunks[0]
+            head, key = self._chunks[0]
             n = min(head.shape[0] - self._offset, wanted - filled)
             block[filled : filled + n] = head[self._offset : self._offset + n]
             filled += n
             self._offset += n
+            if key is not None:
+                self._played_by[key] += n
+                self._queued_by[key] -= n
             if self._offset == head.shape[0]:
                 self._chunks.popleft()
                 self._offset = 0
@@ -164,6 +212,18 @@ class SampleQueue:
         """Frames of real audio handed to the device so far (zero padding excluded)."""
         return self._played
 
+    def played_frames_of(self, key: TurnKey) -> int:
+        """Frames of one turn handed to the device so far (0 for unknown turns)."""
+        return self._played_by.get(key, 0)
+
+    def queued_frames_of(self, key: TurnKey) -> int:
+        """Frames of one turn waiting to be played."""
+        return self._queued_by.get(key, 0)
+
+    def is_stopped(self, key: TurnKey) -> bool:
+        """Whether ``stop`` dropped the turn (its later audio is ignored)."""
+        return key in self._stopped
+
     @property
     def dropped_frames(self) -> int:
         """Frames discarded by :meth:`stop` so far."""
@@ -182,6 +242,11 @@ class SampleQueue:
 
 class Player(ObserverBase[object]):
     """Plays int16 audio on the default (or given) output device, gap-free.
+
+    It is also a :class:`~rxtts.audio.clock.PlaybackClock`: every ``AudioChunk`` is fed
+    under its turn key (``(context_id, turn)``), :meth:`position` is the frames of that
+    turn the device callback pulled (device truth, not an estimate) and ``stop(key)``
+    drops one turn. :meth:`queued` is a no-op: the player counts the audio it is fed.
 
     The device stream opens lazily on the first :meth:`feed` at ``sample_rate`` (or, if
     that is None, at the first chunk's rate); chunks at another rate are resampled. As an
@@ -247,14 +312,17 @@ class Player(ObserverBase[object]):
         """Device sample rate (None until the stream opens)."""
         return self._rate
 
-    def feed(self, samples: npt.ArrayLike, sample_rate: int | None = None) -> None:
-        """Queue samples for playback; ``sample_rate`` defaults to the device rate."""
+    def feed(
+        self, samples: npt.ArrayLike, sample_rate: int | None = None, key: TurnKey | None = None
+    ) -> None:
+        """Queue samples for playback; ``sample_rate`` defaults to the device rate;
+        ``key`` is the turn they belong to (for :meth:`position`)."""
         device_rate = self._ensure_open(sample_rate or self._rate or 24000)
         rate = sample_rate or device_rate
         pcm = as_pcm16(samples)
         if rate != device_rate:
             pcm = self._resample(pcm, rate, device_rate)
-        self.queue.feed(pcm)
+        self.queue.feed(pcm, key)
 
     def _resample(self, pcm: Int16Array, rate: int, device_rate: int) -> Int16Array:
         channels = 1 if pcm.ndim == 1 else int(pcm.shape[1])
@@ -270,10 +338,25 @@ class Player(ObserverBase[object]):
             self._resampler = None
         self.queue.finish()
 
-    def stop(self) -> None:
-        """Barge-in: drop all queued audio at once; the device keeps running (silence)."""
-        self._resampler = None
-        self.queue.stop()
+    def stop(self, key: TurnKey | None = None) -> None:
+        """Barge-in: drop all queued audio (or one turn's) at once; the device keeps
+        running (silence)."""
+        if key is None:
+            self._resampler = None
+        self.queue.stop(key)
+
+    # -- PlaybackClock ------------------------------------------------------------------
+
+    def position(self, key: TurnKey) -> float:
+        """Seconds of the turn's audio the device has played (frozen once stopped)."""
+        return self.queue.played_frames_of(key) / self._rate if self._rate else 0.0
+
+    def remaining(self, key: TurnKey) -> float:
+        """Seconds of the turn's audio queued and not yet played."""
+        return self.queue.queued_frames_of(key) / self._rate if self._rate else 0.0
+
+    def queued(self, key: TurnKey, seconds: float) -> None:
+        """No-op: the player learns what is queued from the audio it is fed."""
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until queued audio has been handed to the device; False on timeout."""
@@ -332,7 +415,7 @@ class Player(ObserverBase[object]):
             else:
                 return
         if samples.size:
-            self.feed(samples, rate if isinstance(rate, int) else None)
+            self.feed(samples, rate if isinstance(rate, int) else None, turn_key(value))
 
     def on_error(self, error: Exception) -> None:
         """Remember the error and finish the stream; queued audio still plays."""
