@@ -41,6 +41,11 @@ _EXPORTS: dict[str, str] = {
     "from_llm": "rxtts.integrations.llm",
     "strip_markdown": "rxtts.operators.markdown",
     "normalize_text": "rxtts.operators.normalize",
+    "heard": "rxtts.operators.heard",
+    "playout": "rxtts.operators.playout",
+    "SimulatedClock": "rxtts.audio.clock",
+    "PlaybackClock": "rxtts.audio.clock",
+    "Heard": "rxtts.events",
     "NormalizedText": "rxtts.operators.normalize",
     # configuration
     "StreamConfig": "rxtts.config",
@@ -120,6 +125,7 @@ __all__ = [
     "Flush",
     "GeneratedAudio",
     "GenerationStarted",
+    "Heard",
     "InsufficientCreditsError",
     "Interrupted",
     "KeepAlivePolicy",
@@ -132,6 +138,7 @@ __all__ = [
     "NormalizedText",
     "NotFoundError",
     "OutputFormat",
+    "PlaybackClock",
     "ProtocolError",
     "RateLimitError",
     "RemoteProtocolError",
@@ -144,6 +151,7 @@ __all__ = [
     "SessionStarted",
     "SessionUsage",
     "SettingsUpdated",
+    "SimulatedClock",
     "StreamConfig",
     "StreamingSession",
     "SyncClient",
@@ -159,9 +167,11 @@ __all__ = [
     "connect",
     "connect_sync",
     "from_llm",
+    "heard",
     "keep_alive",
     "normalize_text",
     "play",
+    "playout",
     "render_dialogue",
     "sentences",
     "strip_markdown",
@@ -171,6 +181,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from rxtts.audio.clock import PlaybackClock, SimulatedClock
     from rxtts.client.callbacks import MultiContextCallbacks, SessionCallbacks
     from rxtts.client.connector import SyncClient
     from rxtts.client.dialogue import render_dialogue
@@ -213,6 +224,7 @@ if TYPE_CHECKING:
         ContextTimeout,
         Final,
         GenerationStarted,
+        Heard,
         Interrupted,
         ServerWarning,
         SessionClosed,
@@ -227,10 +239,12 @@ if TYPE_CHECKING:
     from rxtts.integrations.llm import from_llm
     from rxtts.operators.chunk_schedule import chunk_schedule
     from rxtts.operators.flush import FLUSH, Flush
+    from rxtts.operators.heard import heard
     from rxtts.operators.keep_alive import KeepAlivePolicy, keep_alive
     from rxtts.operators.markdown import strip_markdown
     from rxtts.operators.metrics import turn_metrics
     from rxtts.operators.normalize import NormalizedText, normalize_text
+    from rxtts.operators.playout import playout
     from rxtts.operators.sentences import sentences
     from rxtts.operators.sinks import collect_audio, play, to_numpy, write_wav
 

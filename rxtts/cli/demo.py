@@ -13,9 +13,10 @@ barge-in latency (dispose -> the server's ``interrupted`` ack, frames after the 
 then answers the user on the same session (same socket: no reconnect). ``-o`` writes
 what the user heard as a WAV file.
 
-Playback is simulated unless ``--play`` is given: each frame plays in real time as soon
-as it has arrived and the previous one has finished (:func:`playback_starts`), so what
-was heard is what such a player had played when the user spoke.
+What was heard is read off a playback clock by :func:`rxtts.operators.heard` (the same
+operator an agent uses to commit only the heard words to its LLM history): the real
+device with ``--play``, else a :class:`~rxtts.audio.clock.SimulatedClock` (a 1x real-time
+player that starts each frame when it has arrived and the previous one has finished).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import numpy as np
 from reactivex import Observable
@@ -35,6 +36,7 @@ from reactivex import operators as ops
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 from reactivex.subject import Subject
 
+from rxtts.audio.clock import PlaybackClock, SimulatedClock
 from rxtts.cli._progress import Progress, error, seconds
 from rxtts.cli.common import (
     EXIT_OK,
@@ -52,8 +54,9 @@ from rxtts.cli.common import (
 )
 from rxtts.cli.say import speak_measured
 from rxtts.config import PRESETS
-from rxtts.events import AudioChunk, ChunkComplete, GenerationStarted, Interrupted, TtsEvent, TurnMetrics
+from rxtts.events import AudioChunk, GenerationStarted, Heard, Interrupted, TtsEvent, TurnMetrics
 from rxtts.integrations.tokens import llm_tokens, split_tokens
+from rxtts.operators.sinks import AudioSink
 
 if TYPE_CHECKING:
     from rxtts.audio.playback import Player
@@ -81,40 +84,6 @@ GAP_SECONDS = 0.4
 
 
 # -- results ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HeardChunk:
-    """One text chunk of the interrupted turn, and how much of it the user heard."""
-
-    chunk_id: int
-    """Chunk number within the turn."""
-    text: str
-    """Its text."""
-    received_seconds: float
-    """Seconds of its audio that arrived before the barge-in."""
-    heard_seconds: float
-    """Seconds of it that played before the user spoke."""
-    complete: bool
-    """Whether all of its audio arrived (``chunk_complete`` seen)."""
-
-    @property
-    def status(self) -> str:
-        """``spoken`` (heard in full), ``cut off`` (heard in part) or ``not heard``."""
-        if self.complete and self.heard_seconds >= self.received_seconds - 1e-3 and self.heard_seconds > 0:
-            return "spoken"
-        return "cut off" if self.heard_seconds > 0 else "not heard"
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {
-            "chunk_id": self.chunk_id,
-            "text": self.text,
-            "status": self.status,
-            "received_seconds": round(self.received_seconds, 3),
-            "heard_seconds": round(self.heard_seconds, 3),
-            "complete": self.complete,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,14 +120,8 @@ class BargeIn:
 class DemoReport:
     """What ``rxtts demo`` observed."""
 
-    chunks: tuple[HeardChunk, ...]
-    """Chunks of the first answer, with what was heard of each."""
-    spoken_text: str
-    """Text of the chunks heard in full."""
-    cut_text: str
-    """Text of the chunk the user talked over ("" if none)."""
-    unspoken_text: str
-    """Text of the answer the user never heard (cancelled)."""
+    heard: Heard
+    """What the listener heard of the first answer (:func:`rxtts.operators.heard`)."""
     barge_in: BargeIn | None
     """The interruption; ``None`` if the answer finished first."""
     reply_ttfa: float | None
@@ -167,8 +130,6 @@ class DemoReport:
     """Audio seconds of the second turn."""
     same_socket: bool
     """True if both turns ran on one WebSocket (no reconnect)."""
-    heard_seconds: float
-    """Seconds of the first answer the user heard."""
     output: str | None = None
     """WAV written, if any."""
     engine: str | None = None
@@ -181,11 +142,12 @@ class DemoReport:
         return {
             "question": QUESTION,
             "answer": ANSWER,
-            "chunks": [c.to_json() for c in self.chunks],
-            "spoken": self.spoken_text,
-            "cut_off": self.cut_text,
-            "cancelled": self.unspoken_text,
-            "heard_seconds": round(self.heard_seconds, 3),
+            "spoken": self.heard.heard_text.strip(),
+            "cut_off": self.heard.cut_word or "",
+            "cancelled": _after_cut(self.heard).strip(),
+            "heard_seconds": round(self.heard.heard_seconds, 3),
+            "words_heard": self.heard.words_heard,
+            "word_times": "estimated" if self.heard.estimated else "engine",
             "barge_in": None if self.barge_in is None else self.barge_in.to_json(),
             "follow_up": FOLLOW_UP,
             "reply": REPLY,
@@ -198,87 +160,9 @@ class DemoReport:
         }
 
 
-# -- pure accounting ------------------------------------------------------------------------------
-
-
-def heard_chunks(events: Sequence[TtsEvent], heard_seconds: float) -> tuple[HeardChunk, ...]:
-    """Split the first ``heard_seconds`` of a turn's audio over its text chunks.
-
-    Audio frames without a ``chunk_id`` count for the chunk generated last.
-    """
-    order: list[int] = []
-    texts: dict[int, str] = {}
-    received: dict[int, float] = {}
-    complete: set[int] = set()
-    current: int | None = None
-    for event in events:
-        if isinstance(event, GenerationStarted):
-            current = event.chunk_id
-            if event.chunk_id not in texts:
-                order.append(event.chunk_id)
-                texts[event.chunk_id] = event.text
-        elif isinstance(event, AudioChunk):
-            cid = event.chunk_id if event.chunk_id is not None else current
-            if cid is None:
-                continue
-            if cid not in texts:
-                order.append(cid)
-                texts[cid] = ""
-            received[cid] = received.get(cid, 0.0) + event.duration
-        elif isinstance(event, ChunkComplete):
-            complete.add(event.chunk_id)
-    out: list[HeardChunk] = []
-    offset = 0.0
-    for cid in order:
-        got = received.get(cid, 0.0)
-        heard = min(got, max(0.0, heard_seconds - offset))
-        out.append(HeardChunk(cid, texts[cid], got, heard, cid in complete))
-        offset += got
-    return tuple(out)
-
-
-def playback_starts(events: Sequence[TtsEvent]) -> list[tuple[float, float]]:
-    """``(start, duration)`` of every audio frame on a simulated real-time player.
-
-    A frame starts playing when it arrives or when the previous frame ends, whichever
-    is later (an underrun leaves a gap); times are the frames' monotonic clock.
-    """
-    out: list[tuple[float, float]] = []
-    end = -np.inf
-    for event in events:
-        if isinstance(event, AudioChunk):
-            start = max(event.at, end)
-            out.append((start, event.duration))
-            end = start + event.duration
-    return out
-
-
-def simulated_heard_seconds(events: Sequence[TtsEvent], until: float) -> float:
-    """Seconds of audio a real-time player has played by monotonic time ``until``."""
-    return sum(min(max(0.0, until - start), duration) for start, duration in playback_starts(events))
-
-
-def split_answer(answer: str, chunks: Sequence[HeardChunk]) -> tuple[str, str, str]:
-    """``(spoken, cut off, never spoken)`` parts of ``answer`` given what was heard.
-
-    Chunk texts are located in ``answer`` in order (the server may trim whitespace).
-    """
-    cursor = 0
-    spoken: list[str] = []
-    cut = ""
-    for chunk in chunks:
-        if chunk.status == "not heard":
-            break
-        text = chunk.text.strip()
-        at = answer.find(text, cursor) if text else -1
-        if at < 0:
-            break
-        cursor = at + len(text)
-        if chunk.status == "cut off":
-            cut = text
-            break
-        spoken.append(text)
-    return " ".join(spoken), cut, answer[cursor:].strip()
+def _after_cut(h: Heard) -> str:
+    """The answer after the word being spoken at the cut (or after what was heard)."""
+    return h.text[h.cut_char_end :] if h.cut_word else h.unheard_text
 
 
 # -- the demo -------------------------------------------------------------------------------------
@@ -331,12 +215,15 @@ async def _interrupted_turn(
     options: DemoOptions,
     story: _Story,
     player: Player | None,
-) -> tuple[list[TtsEvent], dict[str, float], int, float | None]:
+) -> tuple[list[TtsEvent], dict[str, float], int, float | None, Heard]:
     """Speak the answer until the simulated user talks; returns the events, the marks,
-    the frames seen after the dispose and the ack time."""
+    the frames seen after the dispose, the ack time and what was heard."""
+    from rxtts.operators.heard import heard
     from rxtts.operators.sinks import play
 
     loop = asyncio.get_running_loop()
+    clock: PlaybackClock = player if player is not None else SimulatedClock(AsyncIOScheduler(loop))
+    results: list[Heard] = []
     user_speaks: Subject[str] = Subject()
     marks: dict[str, float] = {}
     events: list[TtsEvent] = []
@@ -392,10 +279,17 @@ async def _interrupted_turn(
 
     watcher = session.events.subscribe(watch)
     tokens = llm_tokens(ANSWER, options.tokens_per_second, scheduler=AsyncIOScheduler(loop))
-    turn: Observable[TtsEvent] = session.speak(tokens.pipe(ops.do_action(on_token)))
-    if player is not None:
-        turn = turn.pipe(play(player))
-    turn = turn.pipe(ops.do_action(on_event), ops.finally_action(on_stop), ops.take_until(user_speaks))
+    sink: AudioSink = player if player is not None else cast(SimulatedClock, clock)
+    spoken: Observable[TtsEvent] = session.speak(tokens.pipe(ops.do_action(on_token))).pipe(play(sink))
+    with_heard: Observable[Any] = spoken.pipe(
+        heard(clock, ANSWER, on_heard=results.append, scheduler=AsyncIOScheduler(loop))
+    )
+    turn: Observable[Any] = with_heard.pipe(
+        ops.filter(lambda e: not isinstance(e, Heard)),
+        ops.do_action(on_event),
+        ops.finally_action(on_stop),
+        ops.take_until(user_speaks),
+    )
     try:
         await turn.pipe(ops.to_list())
         if "user" not in marks:
@@ -413,17 +307,11 @@ async def _interrupted_turn(
             await asyncio.sleep(0.2)  # let late frames, if any were leaking, show up
     finally:
         watcher.dispose()
-    return events, marks, late_frames, acked
-
-
-def _heard_seconds(
-    events: Sequence[TtsEvent], marks: dict[str, float], received: float, player: Player | None
-) -> float:
-    if player is not None:
-        return min(received, player.played_seconds)
-    if "user" not in marks:
-        return received
-    return simulated_heard_seconds(events, marks["user"])
+    for _ in range(100):  # on_heard runs as the turn is disposed, or after its playout
+        if results:
+            break
+        await asyncio.sleep(0.02)
+    return events, marks, late_frames, acked, results[0]
 
 
 def _samples(events: Sequence[TtsEvent]) -> tuple[np.ndarray, int | None]:
@@ -465,19 +353,18 @@ async def demo(options: DemoOptions, progress: Progress, out: TextIO) -> int:
             f"assistant:  (an LLM answer of {len(split_tokens(ANSWER))} tokens streamed at "
             f"{options.tokens_per_second:g} tok/s, preset {options.preset}; the user talks {trigger})"
         )
-        first, marks, late, acked = await _interrupted_turn(session, options, story, player)
-        received = sum(e.duration for e in first if isinstance(e, AudioChunk))
-        heard = _heard_seconds(first, marks, received, player)
-        chunks = heard_chunks(first, heard)
-        spoken, cut, unspoken = split_answer(ANSWER, chunks)
-        barge = _barge_in(marks, late, acked, received - heard)
+        first, marks, late, acked, h = await _interrupted_turn(session, options, story, player)
+        heard = h.heard_seconds
+        barge = _barge_in(marks, late, acked, h.received_seconds - heard)
 
         story.line()
-        story.line(f"spoken:       {spoken or '(nothing)'}")
-        if cut:
-            part = next(c for c in chunks if c.status == "cut off")
-            story.line(f"cut off:      {cut}  ({part.heard_seconds:.2f} s heard)")
-        story.line(f"never spoken: {unspoken or '(nothing: the answer finished first)'}")
+        story.line(f"spoken:       {h.heard_text.strip() or '(nothing)'}")
+        if h.cut_word:
+            story.line(f"cut off:      {h.cut_word}  (the word playing at the barge-in)")
+        rest = _after_cut(h).strip()
+        story.line(f"never spoken: {rest or '(nothing: the answer finished first)'}")
+        times = "estimated" if h.estimated else "from the engine"
+        story.line(f"              (heard {heard:.2f} s; word times {times})")
         story.line(_barge_line(barge))
 
         story.line()
@@ -505,15 +392,11 @@ async def demo(options: DemoOptions, progress: Progress, out: TextIO) -> int:
             player.close()
         await tts.aclose()
     report = DemoReport(
-        chunks=chunks,
-        spoken_text=spoken,
-        cut_text=cut,
-        unspoken_text=unspoken,
+        heard=h,
         barge_in=barge,
         reply_ttfa=metrics.ttfa if metrics else None,
         reply_audio_seconds=reply_audio,
         same_socket=same_socket,
-        heard_seconds=heard,
         output=written,
         engine=engine,
         extra={
@@ -642,15 +525,10 @@ __all__ = [
     "BargeIn",
     "DemoOptions",
     "DemoReport",
-    "HeardChunk",
     "build_parser",
     "demo",
-    "heard_chunks",
     "main",
     "parse_options",
-    "playback_starts",
-    "simulated_heard_seconds",
-    "split_answer",
 ]
 
 
