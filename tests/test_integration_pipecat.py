@@ -213,7 +213,7 @@ else:
                 acked = tts.backend.closes_acked
                 await h.push(InterruptionFrame())
                 await h.down.wait_for(lambda fs: any(isinstance(f, InterruptionFrame) for f in fs))
-                await tts.wait_closed(5)
+                await tts.wait_closed(1.0)  # acked at once (PROTOCOL M-7: ~1 s)
                 assert tts.backend.closes_acked == acked + 1  # the server's context_closed
                 assert server.stats().contexts == 0
                 cut = next(i for i, f in enumerate(h.down.frames) if isinstance(f, InterruptionFrame))

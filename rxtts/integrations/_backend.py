@@ -6,6 +6,9 @@ started in a worker thread), opens one :class:`~rxtts.client.multi.MultiContextS
 and keeps it for every turn. Each framework turn is one context; closing a context
 returns a future that resolves with the server's ``context_closed`` (the ack that frees
 its slot, PROTOCOL M-7/M-9), so a barge-in can be awaited and counted, never leaked.
+A turn that ends normally is flushed, and released right after its ``final`` (the
+context stays live on the server while its audio plays, so a barge-in during that
+audio is a real cancel the server acknowledges at once).
 
 :class:`WordClock` turns the per-chunk word timestamps of a context (PROTOCOL 3.3: ms
 from the chunk's audio start) into seconds from the context's first audio, which is
@@ -249,11 +252,19 @@ class Backend:
         """Send text to a context (created first if unknown)."""
         self._require().send(context_id, text)
 
-    def end_turn(self, context_id: str) -> None:
-        """Flush the context's text, then close it gracefully (final, context_closed)."""
-        session = self._require()
-        session.flush(context_id)
-        session.close_context(context_id)
+    def flush(self, context_id: str) -> None:
+        """Speak the context's buffer; its ``final`` follows the last of that audio."""
+        self._require().flush(context_id)
+
+    def release(self, context_id: str) -> None:
+        """Free a finished context (after its last ``final``: nothing is left to drop).
+
+        ``immediate`` on purpose: the server then answers ``context_closed`` at once
+        with no further ``final``, and keeps nothing of the context queued.
+        """
+        session = self._session
+        if session is not None and context_id in session.active_contexts:
+            session.close_context(context_id, immediate=True)
 
     def keep_alive(self, context_id: str) -> None:
         """Reset a context's inactivity timer (``text: ""``)."""

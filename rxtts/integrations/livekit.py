@@ -227,7 +227,11 @@ class _Speech:
         self.context_id = utils.shortuuid("rx-")
         self.created = False
         self.closed = False
+        self.released = False
         self.ended_input = False
+        self._dirty = False  # text sent since the last flush
+        self._flushes = 0
+        self._finals = 0
         self.backend: Backend | None = None
         self._queue = tts._register(self.context_id)
         self._clock = WordClock()
@@ -251,18 +255,29 @@ class _Speech:
             self.created = True
             self.backend.create(self.context_id)
         self.backend.send(self.context_id, text)
+        self._dirty = True
 
     def flush(self) -> None:
-        if self.created and self.backend is not None and self.backend.session is not None:
-            self.backend.session.flush(self.context_id)
+        """End of a segment: the server speaks the buffer, then sends ``final``."""
+        if self._dirty and self.backend is not None:
+            self._dirty = False
+            self._flushes += 1
+            self.backend.flush(self.context_id)
 
     def end(self) -> None:
-        """No more text: flush and close gracefully (context_closed ends :meth:`receive`)."""
+        """No more text: flush; the last ``final`` releases the context (then it closes)."""
         self.ended_input = True
-        if self.created and self.backend is not None:
-            self.backend.end_turn(self.context_id)
-        elif not self.created:  # no text at all: nothing was sent, nothing will come
+        self.flush()
+        if not self.created:  # no text at all: nothing was sent, nothing will come
             self._queue.put_nowait(ContextClosed(None, context_id=self.context_id))
+        else:
+            self._release_if_done()
+
+    def _release_if_done(self) -> None:
+        if self.ended_input and self._finals >= self._flushes and not self.released:
+            self.released = True
+            assert self.backend is not None
+            self.backend.release(self.context_id)
 
     async def receive(self, timeout: float) -> None:
         """Deliver the context's events until its ``context_closed``.
@@ -311,6 +326,8 @@ class _Speech:
             )
         elif isinstance(event, Final):
             self._end_segment()
+            self._finals += 1
+            self._release_if_done()
 
     def _begin_segment(self, turn: int | None) -> None:
         utterance = turn or 0
@@ -333,7 +350,7 @@ class _Speech:
     async def finish(self) -> None:
         """Always runs: an unfinished context is a barge-in (immediate close, ack)."""
         self.tts._unregister(self.context_id)
-        if self.created and not self.closed and self.backend is not None:
+        if self.created and not self.closed and not self.released and self.backend is not None:
             self.closed = True
             ack = self.backend.cancel(self.context_id)
             # Until the ack the slot stays taken on the client too (admission waits for

@@ -144,8 +144,10 @@ class RxttsTTSService(WebsocketTTSService):
         self._receive_task: asyncio.Task[None] | None = None
         self._clocks: dict[str, WordClock] = {}
         self._server_contexts: dict[str, str] = {}
-        """Contexts open on the server, by id: ``"open"``, ``"closing"`` (graceful),
-        ``"cancelled"`` (immediate close sent); removed on ``context_closed``."""
+        """Contexts holding a server slot, by id: ``"open"`` (taking text), ``"flushed"``
+        (turn ended, audio playing), ``"released"`` (final received, close sent),
+        ``"cancelled"`` (barge-in sent), ``"failed"`` (refused by the server); removed
+        on ``context_closed``."""
         self._wire_rate = 0
 
     # -- public helpers -------------------------------------------------------------------
@@ -247,7 +249,7 @@ class RxttsTTSService(WebsocketTTSService):
 
     async def _send_keepalive(self) -> None:
         for cid, state in list(self._server_contexts.items()):
-            if state == "open":
+            if state in ("open", "flushed"):
                 self._backend.keep_alive(cid)
 
     async def _update_settings(self, delta: TTSSettings) -> dict[str, Any]:
@@ -290,22 +292,21 @@ class RxttsTTSService(WebsocketTTSService):
         yield None
 
     async def on_turn_context_completed(self) -> None:
-        """End of the LLM turn: flush and close its context gracefully, in one go."""
+        """End of the LLM turn: flush its context (released after its ``final``)."""
         context_id = self._turn_context_id
-        await super().on_turn_context_completed()
-        state = self._server_contexts.get(context_id) if context_id is not None else None
-        if context_id is not None and state == "open":
-            self._server_contexts[context_id] = "closing"
-            with contextlib.suppress(Exception):
-                self._backend.end_turn(context_id)
-        elif context_id is not None and state == "failed":
-            del self._server_contexts[context_id]
+        await super().on_turn_context_completed()  # flushes via flush_audio when it can
+        if context_id is not None:
+            await self.flush_audio(context_id)
+            if self._server_contexts.get(context_id) == "failed":
+                del self._server_contexts[context_id]
 
     async def flush_audio(self, context_id: str | None = None) -> None:
-        """Flush a context's text now (the end of a turn also closes it)."""
+        """Flush a turn's text: the server speaks the rest, then sends ``final``."""
         cid = context_id or self.get_active_audio_context_id()
-        if cid is not None and self._server_contexts.get(cid) == "open" and self._backend.session:
-            self._backend.session.flush(cid)
+        if cid is not None and self._server_contexts.get(cid) == "open":
+            self._server_contexts[cid] = "flushed"
+            with contextlib.suppress(Exception):
+                self._backend.flush(cid)
 
     # -- barge-in -------------------------------------------------------------------------
 
@@ -326,7 +327,7 @@ class RxttsTTSService(WebsocketTTSService):
         await super().on_audio_context_interrupted(context_id)
 
     def _cancel(self, context_id: str) -> None:
-        if self._server_contexts.get(context_id) in ("open", "closing"):
+        if self._server_contexts.get(context_id) in ("open", "flushed"):
             self._server_contexts[context_id] = "cancelled"
             self._clocks.pop(context_id, None)
             self._backend.cancel(context_id)
@@ -359,7 +360,7 @@ class RxttsTTSService(WebsocketTTSService):
                 await self._finish_context(cid)
             return
         if isinstance(event, ContextError):
-            if self._server_contexts.get(cid) in ("open", "closing"):
+            if self._server_contexts.get(cid) in ("open", "flushed", "released"):
                 self._server_contexts[cid] = "failed"
             else:
                 self._server_contexts.pop(cid, None)
@@ -383,8 +384,11 @@ class RxttsTTSService(WebsocketTTSService):
         elif isinstance(event, WordTimestamps):
             if words:
                 await self.add_word_timestamps([(w.word, w.start) for w in words], cid)
-        elif isinstance(event, Final):
+        elif isinstance(event, Final) and self._server_contexts.get(cid) == "flushed":
+            # all of the turn's audio is here: end Pipecat's audio context, free the slot
             await self._finish_context(cid)
+            self._server_contexts[cid] = "released"
+            self._backend.release(cid)
 
     async def _finish_context(self, cid: str) -> None:
         if self.audio_context_available(cid):
