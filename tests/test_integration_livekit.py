@@ -232,3 +232,20 @@ else:
         latency = asyncio.run(asyncio.wait_for(main(), 30))
         print(f"barge-in ack after {latency * 1000:.0f} ms")
         assert latency < 1.0
+
+    def test_next_stream_reconnects_after_the_socket_is_lost(server: RunningServer) -> None:
+        async def main() -> None:
+            expected = await reference_samples(server, TURN_2)
+            tts = TTS(url=server.url)
+            try:
+                assert samples(await speak_turn(tts, TURN_2)) == expected
+                first = server_sessions(server)
+                assert server.close_connections(code=1011, reason="test: server error") == 1
+                await asyncio.sleep(0.3)
+                assert samples(await speak_turn(tts, TURN_2)) == expected
+                assert server_sessions(server) and not server_sessions(server) & first  # new socket
+                assert server.stats().connections == 1
+            finally:
+                await tts.aclose()
+
+        asyncio.run(asyncio.wait_for(main(), 60))

@@ -282,3 +282,26 @@ else:
             assert embedded.backend.tts is None  # cleanup stopped the embedded server
 
         asyncio.run(asyncio.wait_for(main(), 60))
+
+    def test_reconnects_after_the_socket_is_lost(server: RunningServer) -> None:
+        async def main() -> None:
+            expected_2 = await reference_samples(server, TURN_2)
+            tts = RxttsTTSService(url=server.url)
+            async with Harness(tts) as h:
+                await h.llm_turn(TURN_2)
+                await h.down.wait_for(lambda fs: bool(h.started_contexts()))
+                await h.down.wait_for(lambda fs: h.stopped(h.started_contexts()[0]))
+                first = server_sessions(server)
+                assert server.close_connections(code=1011, reason="test: server error") == 1
+                await asyncio.sleep(0.3)
+                assert not tts.backend.is_connected
+                await h.llm_turn(TURN_2)  # the next turn opens a new socket
+                await h.down.wait_for(lambda fs: len(h.started_contexts()) == 2)
+                ctx_2 = h.started_contexts()[1]
+                await h.down.wait_for(lambda fs: h.stopped(ctx_2), timeout=20)
+                assert samples(h.audio(ctx_2)) == expected_2
+                assert server_sessions(server) and not server_sessions(server) & first  # new socket
+                assert server.stats().connections == 1
+                assert h.errors() == []
+
+        asyncio.run(asyncio.wait_for(main(), 60))

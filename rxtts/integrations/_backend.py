@@ -164,6 +164,15 @@ class Backend:
         return self._session is not None and self._session.is_connected
 
     @property
+    def needs_reopen(self) -> bool:
+        """No session, or an idle one whose socket is gone (a busy one replays itself
+        after a 1012/1013 restart, PROTOCOL 10)."""
+        session = self._session
+        if session is None:
+            return True
+        return not session.is_connected and not session.active_contexts and not session.waiting_contexts
+
+    @property
     def pending_closes(self) -> list[str]:
         """Contexts closed by us whose ``context_closed`` has not arrived yet."""
         return [cid for cid, fut in self._acks.items() if not fut.done()]

@@ -170,7 +170,7 @@ class TTS(tts.TTS):
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if self._reopen or self._backend.session is None or not self._backend.is_connected:
+            if self._reopen or self._backend.needs_reopen:
                 self._reopen = False
                 await self._backend.open(
                     sample_rate=self.sample_rate,

@@ -213,10 +213,9 @@ class RxttsTTSService(WebsocketTTSService):
         await self._disconnect_websocket()
 
     async def _connect_websocket(self) -> None:
-        if self._backend.is_connected:
+        if not self._backend.needs_reopen:
             return
         try:
-            self._queue = asyncio.Queue()
             self._server_contexts.clear()
             self._clocks.clear()
             language = self._settings.language
@@ -267,8 +266,11 @@ class RxttsTTSService(WebsocketTTSService):
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         """Send one token (or sentence) of the turn ``context_id``; audio comes later."""
-        if not self._backend.is_connected and self._backend.session is None:
-            await self._connect()
+        if self._backend.needs_reopen:  # never opened, or an idle socket was lost
+            if self._receive_task is None:
+                await self._connect()
+            else:
+                await self._connect_websocket()
         if self._backend.session is None:
             yield ErrorFrame(error="rxtts: not connected")
             return
@@ -340,7 +342,7 @@ class RxttsTTSService(WebsocketTTSService):
             self._queue.put_nowait(_LOST)
 
     async def _receive_messages(self) -> None:
-        queue = self._queue
+        queue = self._queue  # one queue for the service's life: sessions come and go
         while True:
             item = await queue.get()
             if item is _LOST:
