@@ -305,3 +305,32 @@ else:
                 assert h.errors() == []
 
         asyncio.run(asyncio.wait_for(main(), 60))
+
+    @pytest.mark.parametrize("keepalive", [True, False])
+    def test_keepalive_holds_a_context_through_an_llm_pause(server: RunningServer, keepalive: bool) -> None:
+        """A 2 s pause of the LLM (a tool call) with a 1 s server inactivity timeout:
+        the keep-alives hold the context; without them the server times it out."""
+
+        async def main() -> None:
+            tts = RxttsTTSService(
+                url=server.url, inactivity_timeout=1.0, keepalive_interval=0.25 if keepalive else 60.0
+            )
+            async with Harness(tts) as h:
+                await h.push(LLMFullResponseStartFrame())
+                for token in split_tokens("Let me check that for you, "):
+                    await h.push(LLMTextFrame(token))
+                await asyncio.sleep(2.0)
+                for token in split_tokens("it is on its way. "):
+                    await h.push(LLMTextFrame(token))
+                await h.push(LLMFullResponseEndFrame())
+                await h.down.wait_for(lambda fs: bool(h.started_contexts()))
+                ctx = h.started_contexts()[0]
+                await h.down.wait_for(lambda fs: h.stopped(ctx))
+                spoken = samples(h.audio(ctx))
+                full = len("Let me check that for you, it is on its way.") * 240
+                if keepalive:
+                    assert spoken == full
+                else:  # the server timed the context out: its buffered first part was never spoken
+                    assert spoken < full
+
+        asyncio.run(asyncio.wait_for(main(), 30))

@@ -96,6 +96,8 @@ class RxttsTTSService(WebsocketTTSService):
             (e.g. 48000) are produced at 24000 and resampled here.
         text_aggregation_mode: ``TOKEN`` (default: the server segments) or ``SENTENCE``.
         keepalive_interval: Seconds between keep-alives of open contexts.
+        inactivity_timeout: Seconds the server keeps a silent context (sent on the
+            socket's first context; keep-alives reset it).
         server_options: Options of the embedded server (``ServerOptions`` fields).
         **kwargs: Further :class:`WebsocketTTSService` arguments.
     """
@@ -113,6 +115,7 @@ class RxttsTTSService(WebsocketTTSService):
         sample_rate: int | None = None,
         text_aggregation_mode: TextAggregationMode = TextAggregationMode.TOKEN,
         keepalive_interval: float = 10.0,
+        inactivity_timeout: float = 20.0,
         server_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -140,6 +143,7 @@ class RxttsTTSService(WebsocketTTSService):
             on_event=self._on_backend_event,
         )
         self._keepalive_interval = keepalive_interval
+        self._inactivity_timeout = inactivity_timeout
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._receive_task: asyncio.Task[None] | None = None
         self._clocks: dict[str, WordClock] = {}
@@ -225,6 +229,7 @@ class RxttsTTSService(WebsocketTTSService):
                 language=iso_language(language) if isinstance(language, str) else None,
                 model_id=model if isinstance(model, str) else None,
                 word_timestamps=True,
+                inactivity_timeout=self._inactivity_timeout,
             )
             await self._call_event_handler("on_connected")
         except Exception as e:
@@ -251,7 +256,7 @@ class RxttsTTSService(WebsocketTTSService):
             if state in ("open", "flushed"):
                 self._backend.keep_alive(cid)
 
-    async def _update_settings(self, delta: TTSSettings) -> dict[str, Any]:
+    async def _update_settings(self, delta: Any) -> dict[str, Any]:
         changed: dict[str, Any] = await super()._update_settings(delta)
         if "voice" in changed:
             voice = self._settings.voice
@@ -321,14 +326,14 @@ class RxttsTTSService(WebsocketTTSService):
             if state == "failed":
                 del self._server_contexts[cid]
             elif cid not in preserved:
-                self._cancel(cid)
+                self._barge_in(cid)
 
     async def on_audio_context_interrupted(self, context_id: str) -> None:
         """Pipecat dropped this context's audio: close it on the server at once."""
-        self._cancel(context_id)
+        self._barge_in(context_id)
         await super().on_audio_context_interrupted(context_id)
 
-    def _cancel(self, context_id: str) -> None:
+    def _barge_in(self, context_id: str) -> None:
         if self._server_contexts.get(context_id) in ("open", "flushed"):
             self._server_contexts[context_id] = "cancelled"
             self._clocks.pop(context_id, None)
