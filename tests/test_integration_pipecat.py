@@ -334,3 +334,24 @@ else:
                     assert spoken < full
 
         asyncio.run(asyncio.wait_for(main(), 30))
+
+    def test_cancelling_the_pipeline_mid_turn_closes_the_socket(server: RunningServer) -> None:
+        async def main() -> None:
+            tts = RxttsTTSService(url=server.url)
+            h = Harness(tts)
+            await h.__aenter__()
+            await h.llm_turn(TURN_1, end=False)
+            await h.down.wait_for(lambda fs: bool(h.started_contexts()))
+            await h.down.wait_for(lambda fs: bool(h.audio(h.started_contexts()[0])))
+            assert server.stats().connections == 1
+            await h.worker.cancel()
+            assert h._task is not None
+            await asyncio.wait_for(h._task, 5)  # prompt: the service handled CancelFrame
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while server.stats().connections:
+                assert loop.time() < deadline, "the socket outlived the cancelled pipeline"
+                await asyncio.sleep(0.05)
+            assert tts.backend.session is None
+
+        asyncio.run(asyncio.wait_for(main(), 30))
