@@ -355,3 +355,28 @@ else:
             assert tts.backend.session is None
 
         asyncio.run(asyncio.wait_for(main(), 30))
+
+    def test_stray_tokens_after_a_barge_in_do_not_hold_slots(server: RunningServer) -> None:
+        """Text that arrives after the InterruptionFrame with no LLM turn around it gets
+        a context per token from Pipecat; no turn will flush those, so their slots are
+        freed once Pipecat has finished them (not at the server's inactivity timeout)."""
+
+        async def main() -> None:
+            tts = RxttsTTSService(url=server.url, stop_frame_timeout_s=0.5)
+            async with Harness(tts) as h:
+                await h.llm_turn(TURN_1, end=False)
+                await h.down.wait_for(lambda fs: bool(h.started_contexts()))
+                await h.down.wait_for(lambda fs: bool(h.audio(h.started_contexts()[0])))
+                await h.push(InterruptionFrame())
+                for token in ["Sorry", ",", " go", " on", "."]:
+                    await h.push(LLMTextFrame(token))
+                await h.down.wait_for(lambda fs: len(h.started_contexts()) >= 2)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 10
+                while server.stats().contexts or tts.open_contexts:
+                    assert loop.time() < deadline, f"slots held: {tts.open_contexts}"
+                    await asyncio.sleep(0.05)
+                # (Pipecat itself reports each unflushed stray context as "completed with
+                # no audio": its zero-audio check, the same for every provider.)
+
+        asyncio.run(asyncio.wait_for(main(), 30))

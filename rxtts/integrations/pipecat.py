@@ -333,6 +333,19 @@ class RxttsTTSService(WebsocketTTSService):
         self._barge_in(context_id)
         await super().on_audio_context_interrupted(context_id)
 
+    async def on_audio_context_completed(self, context_id: str) -> None:
+        """A context finished playing; one that no turn will ever flush is freed now.
+
+        That is a context outside the current turn still taking text, e.g. text that
+        arrived after a barge-in with no LLM turn around it (Pipecat gives each token
+        its own context id): without this its slot would wait for the server's
+        inactivity timeout.
+        """
+        await super().on_audio_context_completed(context_id)
+        if context_id != self._turn_context_id and self._server_contexts.get(context_id) == "open":
+            self._server_contexts[context_id] = "released"
+            self._backend.release(context_id)
+
     def _barge_in(self, context_id: str) -> None:
         if self._server_contexts.get(context_id) in ("open", "flushed"):
             self._server_contexts[context_id] = "cancelled"
