@@ -249,3 +249,25 @@ else:
                 await tts.aclose()
 
         asyncio.run(asyncio.wait_for(main(), 60))
+
+    def test_flush_then_end_input_is_one_segment(server: RunningServer) -> None:
+        async def main() -> None:
+            expected = await reference_samples(server, TURN_2)
+            tts = TTS(url=server.url)
+            try:
+                stream = tts.stream()
+                for token in split_tokens(TURN_2):
+                    stream.push_text(token)
+                stream.flush()  # the agent's end of segment ...
+                stream.end_input()  # ... then the end of the reply: no second flush
+                audio = [ev async for ev in stream]
+                await stream.aclose()
+                assert samples(audio) == expected
+                assert len({a.segment_id for a in audio}) == 1 and audio[-1].is_final
+                assert tts.backend.closes_sent == 0  # ended normally: no barge-in
+                await asyncio.sleep(0.2)
+                assert server.stats().contexts == 0
+            finally:
+                await tts.aclose()
+
+        asyncio.run(asyncio.wait_for(main(), 30))
