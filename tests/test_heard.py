@@ -344,7 +344,7 @@ MS = 0.001
 
 
 def expected_words(events: Sequence[Any], position: float) -> tuple[list[str], int, bool]:
-    """Independent oracle: the words whose end time (chunk start + end_ms) <= position.
+    """Independent oracle: the words whose end time (on the turn's timeline) <= position.
 
     Word times are the server's: its ``word_timestamps`` frames, or, for a chunk cut
     before they came (they follow the chunk's audio), what the server would have sent
@@ -374,11 +374,14 @@ def expected_words(events: Sequence[Any], position: float) -> tuple[list[str], i
     near = 0
     start = 0.0
     for cid in sorted(durations):
-        words = stamped.get(cid) or estimate_word_timestamps(
-            texts[cid], tone.samples_for(texts[cid]) / tone.sample_rate
-        )
+        # rxtts servers send word times on the turn's timeline; the estimate is per chunk
+        words = stamped.get(cid)
+        base = 0.0
+        if not words:
+            words = estimate_word_timestamps(texts[cid], tone.samples_for(texts[cid]) / tone.sample_rate)
+            base = start
         for w in words:
-            end = start + w.end_ms / 1000
+            end = base + w.end_ms / 1000
             if end > position + MS:
                 return out, near, cid in completed or bool(completed)
             if end > position - MS:

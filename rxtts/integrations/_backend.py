@@ -40,6 +40,7 @@ from rxtts.events import (
     TtsEvent,
     WordTimestamps,
 )
+from rxtts.operators.heard import word_time_base
 
 log = logging.getLogger("rxtts.integrations")
 
@@ -75,7 +76,11 @@ class TimedWord:
 
 
 class WordClock:
-    """Per-context clock: chunk-relative word timestamps -> context-relative seconds."""
+    """Per-context clock: word timestamps -> seconds from the context's first audio.
+
+    rxtts servers already send them on the context's timeline; chunk-relative ones (other
+    servers, PROTOCOL U-18) are shifted by the chunk's start (:func:`word_time_base`).
+    """
 
     def __init__(self) -> None:
         self.audio_seconds = 0.0
@@ -95,7 +100,8 @@ class WordClock:
             self.audio_seconds += event.duration
         elif isinstance(event, WordTimestamps):
             chunk = event.chunk_id if event.chunk_id is not None else self._last_chunk
-            base = self._chunk_start.get(chunk, 0.0) if chunk is not None else 0.0
+            start = self._chunk_start.get(chunk, 0.0) if chunk is not None else 0.0
+            base = word_time_base(event.words, start)  # turn-based (rxtts) or chunk-based
             return [
                 TimedWord(w.word, base + w.start_ms / 1000.0, base + w.end_ms / 1000.0, w.score)
                 for w in event.words

@@ -8,9 +8,12 @@ Word times place every word of the turn on that audio timeline:
 
 - chunk ``k``'s audio starts at the sum of the audio durations of chunks ``0..k-1``
   (``AudioChunk.duration``, in arrival order);
-- a word's times are its chunk's start plus ``start_ms``/``end_ms`` of its
-  :class:`~rxtts.events.WordTimestamp` (PROTOCOL 3.3), whether the timestamps arrived
-  after the chunk's audio (today) or before it;
+- a word's times are ``start_ms``/``end_ms`` of its :class:`~rxtts.events.WordTimestamp`
+  on the turn's timeline (rxtts servers: monotonic over the turn, offsets into the
+  turn's text), or its chunk's start plus them where a server sends them chunk-relative
+  (PROTOCOL 3.3, U-18): :func:`word_time_base` decides per chunk, and the same rule maps
+  the character offsets; whether the timestamps arrived before the chunk's audio or
+  after it;
 - without timestamps for a chunk (not requested, or not arrived yet at the cut) the
   chunk's words (``\\S+`` runs of its text) share its audio in proportion to
   ``len(word) + 1`` characters (the same rule as the local server's estimator), over the
@@ -204,17 +207,19 @@ class HeardLedger:
         cursor = 0
         per_char = self._seconds_per_char()
         for chunk in self.chunks.values():
+            chunk_at = cursor
             mapping, cursor = align(chunk.text, full, cursor)
-            for word in _chunk_words(chunk, per_char):
-                out.append(
-                    _Word(
-                        start + word.start,
-                        start + word.end,
-                        mapping[min(word.char_start, len(chunk.text))],
-                        mapping[min(word.char_end, len(chunk.text))],
-                        word.estimated,
-                    )
-                )
+            words = _chunk_words(chunk, per_char)
+            stamps = chunk.words or ()
+            base = word_time_base(stamps, start) if stamps else start
+            turn_chars = bool(stamps) and stamps[0].char_start >= chunk_at > 0
+            for word in words:
+                if turn_chars:  # offsets already index the turn's text (rxtts servers)
+                    char_start, char_end = min(word.char_start, len(full)), min(word.char_end, len(full))
+                else:
+                    char_start = mapping[min(word.char_start, len(chunk.text))]
+                    char_end = mapping[min(word.char_end, len(chunk.text))]
+                out.append(_Word(base + word.start, base + word.end, char_start, char_end, word.estimated))
             start += chunk.received  # rule: chunk k starts after chunks 0..k-1's audio
         return out
 
@@ -222,6 +227,19 @@ class HeardLedger:
         done = [c for c in self.chunks.values() if c.complete_seconds is not None and c.text.strip()]
         chars = sum(len(c.text.strip()) for c in done)
         return sum(c.complete_seconds or 0.0 for c in done) / chars if chars else None
+
+
+def word_time_base(words: Sequence[WordTimestamp], chunk_start: float) -> float:
+    """Seconds to add to a chunk's word times to put them on the turn's timeline.
+
+    rxtts servers send times monotonic over the turn (a chunk's words start at or after
+    the chunk's audio start): nothing to add. A server that sends them from the chunk's
+    audio start (PROTOCOL U-18) gets ``chunk_start`` added. The two are told apart by the
+    first word: at or after ``chunk_start`` (less 50 ms of rounding) means turn-based.
+    """
+    if not words or chunk_start <= 0.0:
+        return 0.0
+    return 0.0 if words[0].start_ms / 1000 >= chunk_start - 0.05 else chunk_start
 
 
 def _chunk_words(chunk: _Chunk, per_char: float | None) -> list[_Word]:
@@ -474,4 +492,13 @@ def heard(
     return _heard
 
 
-__all__ = ["REAL_SCORE", "SPEECH_SECONDS_PER_CHAR", "HeardLedger", "TextSource", "align", "heard", "heard_at"]
+__all__ = [
+    "REAL_SCORE",
+    "SPEECH_SECONDS_PER_CHAR",
+    "HeardLedger",
+    "TextSource",
+    "align",
+    "heard",
+    "heard_at",
+    "word_time_base",
+]
