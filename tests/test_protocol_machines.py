@@ -910,6 +910,9 @@ def test_transcript_6_7_py_multi_context() -> None:
     ]
     assert c.contexts["narrator"] is ContextState.CLOSING and c.free_slots == 18  # slot held until closed
     out.take(core(server.flush_done("narrator")))
+    assert "narrator" in server.open_contexts  # M-7: draining until its frames are written
+    assert server.output_idle("narrator", True, 0.0) == [CancelTimer("narrator")]
+    assert "narrator" not in server.open_contexts
     cmds = play.send(
         c.close_context("character", immediate=True),
         ['{"close_context":true,"context_id":"character","immediate":true}'],
@@ -1043,7 +1046,10 @@ def test_transcript_6_7_py_cap_then_close_socket() -> None:
     cmds = play.send(c.close(), ['{"close_socket":true}'])
     assert cmds == [Flush(f"c{i}") for i in range(20)]  # M-8: each context closed gracefully
     for i in range(20):
-        assert out.take(core(server.flush_done(f"c{i}")))[-1] != CloseSocket(1000) or i == 19
+        out.take(core(server.flush_done(f"c{i}")))
+        # M-7/M-8: each drains until the I/O layer wrote its frames; the last one closes
+        closed = out.take(core(server.output_idle(f"c{i}", True, 0.0)))
+        assert (CloseSocket(1000) in closed) == (i == 19)
     context_frames = [
         f
         for i in range(20)
@@ -1110,6 +1116,7 @@ def _closing_multi_server(fully: bool) -> MultiServer:
     core(s.receive(CloseSocketFrame()))
     if fully:
         core(s.flush_done("a"))
+        core(s.output_idle("a", True, 0.0))  # its final and context_closed were written (M-7)
         assert s.closed
     else:
         assert s.closing_socket and not s.closed
@@ -1721,7 +1728,28 @@ def test_m7_graceful_close_finishes_then_final_and_context_closed() -> None:
     speak(s, out, "a", "Two.", [2400], 0.1, 1.0, seed=3)
     usage = SessionUsage(0.2, 9, 0.02, "eur", "kugel-3.5")
     assert sends(core(s.flush_done("a"))) == [FinalFrame("a"), ContextClosedFrame("a", usage)]
-    assert s.open_contexts == [] and s.audio("a", pcm(1), "pcm_s16le", 24000, 1) == []
+    assert s.audio("a", pcm(1), "pcm_s16le", 24000, 1) == []
+    # M-7: it holds its slot until its final and context_closed are written...
+    assert s.open_contexts == ["a"]
+    assert core(s.output_idle("a", True, 0.0)) == []
+    assert s.open_contexts == []
+
+
+def test_m7_immediate_close_of_a_draining_context_purges_its_paced_audio() -> None:
+    """Found with the LiveKit plug-in: a graceful close, then an immediate one while the
+    context's audio is still paced out; the ack waited 1.7 s behind that audio."""
+    s, out = multi_server()
+    core(s.receive(ctx_text("a", "One.", True)))
+    assert core(s.receive(CloseContextFrame("a"))) == [Flush("a")]
+    speak(s, out, "a", "One.", [2400, 2400, 2400], 0.3, 1.0)
+    core(s.flush_done("a"))
+    core(s.flush_done("a"))  # generation done: final + context_closed queued behind audio
+    s.audio_sent("a", 0.1)  # only 100 ms of the 300 ms were written so far
+    cmds = core(s.receive(CloseContextFrame("a", True)))
+    assert cmds[:2] == [CancelPipeline("a"), Purge(frozenset({"a"}))]  # drops the queued rest
+    closed = sends(cmds)
+    assert closed == [ContextClosedFrame("a", SessionUsage(0.1, 4, 0.01, "eur", "kugel-3.5"))]
+    assert s.open_contexts == []
 
 
 def test_m7_immediate_close_drops_everything_no_final() -> None:
@@ -1760,7 +1788,9 @@ def test_m8_close_socket_waits_for_every_context() -> None:
     assert core(s.receive(CloseSocketFrame())) == [Flush("a")]  # b already closing, c gone
     assert s.closing_socket and not s.closed
     assert CloseSocket(1000) not in out.take(core(s.flush_done("b")))
-    cmds = out.take(core(s.flush_done("a")))
+    assert CloseSocket(1000) not in out.take(core(s.output_idle("b", True, 0.0)))
+    assert CloseSocket(1000) not in out.take(core(s.flush_done("a")))  # a's frames still queued
+    cmds = out.take(core(s.output_idle("a", True, 0.0)))  # M-7: the last context_closed is out
     assert cmds[-2:] == [Send((SessionClosedFrame(),)), CloseSocket(1000)] and s.closed
     assert core(s.flush_done("a")) == [] and core(s.timeout("a")) == []
 
@@ -1791,6 +1821,8 @@ def test_m9_cap_slots_freed_by_close_and_timeout_ids_reusable() -> None:
     core(s.receive(CloseContextFrame("c0")))  # graceful: the slot is held until context_closed
     assert isinstance(core(s.receive(ctx_text("x", " ")))[0], Send)
     core(s.flush_done("c0"))
+    assert isinstance(core(s.receive(ctx_text("x", " ")))[0], Send)  # its context_closed is queued
+    core(s.output_idle("c0", True, 0.0))  # ... and written
     assert isinstance(core(s.receive(ctx_text("x", " ")))[0], OpenPipeline)  # freed
 
     core(s.receive(CloseContextFrame("c1", immediate=True)))  # immediate: freed at once
@@ -1828,7 +1860,9 @@ def test_m10_timeout_closes_an_idle_context_but_not_a_closing_one() -> None:
     core(s.receive(ctx_text("b", "Hi", None)))
     core(s.receive(CloseSocketFrame()))
     assert core(s.timeout("b")) == []  # closing: final + context_closed still owed
-    assert sends(core(s.flush_done("b")))[-1] == SessionClosedFrame() and s.closed
+    core(s.flush_done("b"))
+    assert core(s.timeout("b")) == []  # draining: its frames are still being sent
+    assert sends(core(s.output_idle("b", True, 0.0)))[-1] == SessionClosedFrame() and s.closed
     s, _ = multi_server(config=WireConfig(inactivity_timeout=5.0))
     assert s.inactivity_timeout == 5.0 and MultiServer().inactivity_timeout == 20.0
 
@@ -2109,7 +2143,11 @@ class ServerProbe:
             sim.text = ""
             if isinstance(s, TtsServer):
                 return self._process(core(s.flush_done(key, native_samples=action)), key)
-            return self._process(core(s.flush_done(key)), key)
+            emitted = self._process(core(s.flush_done(key)), key)
+            if isinstance(s, MultiServer) and key in s.pipelines:
+                # the I/O layer wrote what was queued: a draining context is done (M-7)
+                emitted = emitted + self._process(core(s.output_idle(key, True, 0.0)), key)
+            return emitted
         return None
 
     def finish(self, key: str) -> None:

@@ -210,6 +210,32 @@ def test_M7_immediate_close_stops_at_once_without_final(server_factory, wire):
     assert rest == []
 
 
+def test_M7_immediate_close_after_a_graceful_one_stops_the_paced_audio_at_once(tone_server, wire):
+    """Found with the LiveKit plug-in: the engine had finished a gracefully closed context,
+    its audio was still paced out, and an immediate close waited ~1.7 s behind that audio.
+    Now the context drains (slot held) until its frames are written, and an immediate
+    close purges them and answers at once, billing what was sent (M-7, M-7a)."""
+    text = "Thanks for calling about your order, the package left our warehouse yesterday. " * 3
+
+    async def main():
+        async with wire.connect(tone_server, MULTI) as ws:
+            await ws.send({"text": text, "context_id": "g", "flush": True, "voice_settings": vs()})
+            await ws.send({"close_context": True, "context_id": "g"})
+            await ws.recv_until(lambda f: "audio" in f)
+            t0 = time.perf_counter()
+            await ws.send({"close_context": True, "context_id": "g", "immediate": True})
+            frames = await ws.recv_until(ctx_is("context_closed", "g"))
+            latency = time.perf_counter() - t0
+            return frames, latency, await ws.quiet(0.3)
+
+    frames, latency, rest = wire.run(main())
+    assert latency < 0.5  # was 1.7 s behind the paced audio
+    assert not any(f.get("final") for f in frames)
+    sent = sum(f["samples"] / f["sr"] for f in frames if "audio" in f)
+    assert sent < 1.5 and frames[-1]["usage"]["audio_seconds"] < len(text) * 0.01  # not all billed
+    assert rest == []  # the graceful close's own context_closed was purged with the audio
+
+
 def test_M8_close_socket_closes_contexts_then_session_closed_then_1000(tone_server, wire):
     async def main():
         async with wire.connect(tone_server, MULTI) as ws:

@@ -70,45 +70,55 @@ a cancelled stream turn reports no usage at all (S-5: no ``session_closed``).
 ``/ws/tts/multi`` contexts (PROTOCOL 6; ``ABSENT``/``NO_SLOT``: an unknown id with a
 free slot / with 20 open contexts)::
 
-    state    event            next     effects                              rule
-    -------  ---------------  -------  -----------------------------------  ---------
-    ABSENT   TEXT             OPEN     create, append, touch                M-1, M-2
-    ABSENT   TEXT_FLUSH       OPEN     create, append, flush, touch         M-1, M-6
-    ABSENT   VOICELESS        OPEN     create, missing_voice, touch         M-1, 6.1
-    ABSENT   BLANK            OPEN     create, touch                        M-1, M-4
-    ABSENT   FLUSH            OPEN     create, flush, touch                 M-1, M-6
-    NO_SLOT  TEXT             NO_SLOT  too_many                             M-9
-    NO_SLOT  TEXT_FLUSH       NO_SLOT  too_many                             M-9
-    NO_SLOT  VOICELESS        NO_SLOT  too_many                             M-9
-    NO_SLOT  BLANK            NO_SLOT  too_many                             M-9
-    NO_SLOT  FLUSH            NO_SLOT  too_many                             M-9
-    ABSENT   CLOSE            ABSENT   unknown_closed                       M-7
-    NO_SLOT  CLOSE            NO_SLOT  unknown_closed                       M-7
-    ABSENT   CLOSE_IMMEDIATE  ABSENT   unknown_closed                       M-7
-    NO_SLOT  CLOSE_IMMEDIATE  NO_SLOT  unknown_closed                       M-7
-    OPEN     TEXT             OPEN     append, touch                        M-4
-    OPEN     TEXT_FLUSH       OPEN     append, flush, touch                 M-6
-    OPEN     VOICELESS        OPEN     missing_voice, touch                 6.1
-    OPEN     BLANK            OPEN     touch                                M-4
-    OPEN     FLUSH            OPEN     flush, touch                         M-6
-    OPEN     CLOSE            CLOSING  flush, touch                         M-7
-    CLOSING  TEXT             CLOSING  closing                              M-7
-    CLOSING  TEXT_FLUSH       CLOSING  closing                              M-7
-    CLOSING  VOICELESS        CLOSING  closing                              M-7
-    CLOSING  BLANK            CLOSING  closing                              M-7
-    CLOSING  FLUSH            CLOSING  closing                              M-7
-    CLOSING  CLOSE            CLOSING  -                                    M-7
-    OPEN     CLOSE_IMMEDIATE  ABSENT   cancel, closed_sent, forget          M-7, M-7a
-    CLOSING  CLOSE_IMMEDIATE  ABSENT   cancel, closed_sent, forget          M-7, M-7a
-    OPEN     TIMER            ABSENT   cancel, timeout, forget              M-10
-    OPEN     TIMER_BUSY       OPEN     touch                                M-10
-    CLOSING  TIMER            CLOSING  -                                    M-7
-    CLOSING  TIMER_BUSY       CLOSING  -                                    M-7
-    OPEN     FLUSH_DONE       OPEN     final                                M-6
-    CLOSING  FLUSH_DONE       CLOSING  final                                M-6
-    CLOSING  LAST_FLUSH_DONE  ABSENT   final, closed, forget                M-7
-    OPEN     ERROR            ABSENT   error_frame, cancel, closed, forget  M-12
-    CLOSING  ERROR            ABSENT   error_frame, cancel, closed, forget  M-12
+    state     event            next      effects                              rule
+    --------  ---------------  --------  -----------------------------------  ---------
+    ABSENT    TEXT             OPEN      create, append, touch                M-1, M-2
+    ABSENT    TEXT_FLUSH       OPEN      create, append, flush, touch         M-1, M-6
+    ABSENT    VOICELESS        OPEN      create, missing_voice, touch         M-1, 6.1
+    ABSENT    BLANK            OPEN      create, touch                        M-1, M-4
+    ABSENT    FLUSH            OPEN      create, flush, touch                 M-1, M-6
+    NO_SLOT   TEXT             NO_SLOT   too_many                             M-9
+    NO_SLOT   TEXT_FLUSH       NO_SLOT   too_many                             M-9
+    NO_SLOT   VOICELESS        NO_SLOT   too_many                             M-9
+    NO_SLOT   BLANK            NO_SLOT   too_many                             M-9
+    NO_SLOT   FLUSH            NO_SLOT   too_many                             M-9
+    ABSENT    CLOSE            ABSENT    unknown_closed                       M-7
+    NO_SLOT   CLOSE            NO_SLOT   unknown_closed                       M-7
+    ABSENT    CLOSE_IMMEDIATE  ABSENT    unknown_closed                       M-7
+    NO_SLOT   CLOSE_IMMEDIATE  NO_SLOT   unknown_closed                       M-7
+    OPEN      TEXT             OPEN      append, touch                        M-4
+    OPEN      TEXT_FLUSH       OPEN      append, flush, touch                 M-6
+    OPEN      VOICELESS        OPEN      missing_voice, touch                 6.1
+    OPEN      BLANK            OPEN      touch                                M-4
+    OPEN      FLUSH            OPEN      flush, touch                         M-6
+    OPEN      CLOSE            CLOSING   flush, touch                         M-7
+    CLOSING   TEXT             CLOSING   closing                              M-7
+    CLOSING   TEXT_FLUSH       CLOSING   closing                              M-7
+    CLOSING   VOICELESS        CLOSING   closing                              M-7
+    CLOSING   BLANK            CLOSING   closing                              M-7
+    CLOSING   FLUSH            CLOSING   closing                              M-7
+    CLOSING   CLOSE            CLOSING   -                                    M-7
+    OPEN      CLOSE_IMMEDIATE  ABSENT    cancel, closed_sent, forget          M-7, M-7a
+    CLOSING   CLOSE_IMMEDIATE  ABSENT    cancel, closed_sent, forget          M-7, M-7a
+    OPEN      TIMER            ABSENT    cancel, timeout, forget              M-10
+    OPEN      TIMER_BUSY       OPEN      touch                                M-10
+    CLOSING   TIMER            CLOSING   -                                    M-7
+    CLOSING   TIMER_BUSY       CLOSING   -                                    M-7
+    OPEN      FLUSH_DONE       OPEN      final                                M-6
+    CLOSING   FLUSH_DONE       CLOSING   final                                M-6
+    CLOSING   LAST_FLUSH_DONE  DRAINING  final, closed                        M-7
+    DRAINING  OUTPUT_IDLE      ABSENT    forget                               M-7
+    DRAINING  CLOSE_IMMEDIATE  ABSENT    cancel, closed_sent, forget          M-7a
+    DRAINING  CLOSE            DRAINING  -                                    M-7
+    DRAINING  TEXT             DRAINING  closing                              M-7
+    DRAINING  TEXT_FLUSH       DRAINING  closing                              M-7
+    DRAINING  VOICELESS        DRAINING  closing                              M-7
+    DRAINING  BLANK            DRAINING  closing                              M-7
+    DRAINING  FLUSH            DRAINING  closing                              M-7
+    DRAINING  TIMER            DRAINING  -                                    M-7
+    DRAINING  TIMER_BUSY       DRAINING  -                                    M-7
+    OPEN      ERROR            ABSENT    error_frame, cancel, closed, forget  M-12
+    CLOSING   ERROR            ABSENT    error_frame, cancel, closed, forget  M-12
 
 ``/ws/tts`` (PROTOCOL 4, T-1..T-3)::
 

@@ -228,6 +228,8 @@ class PipelineState(Enum):
 
     OPEN = auto()
     ENDING = auto()
+    DRAINING = auto()
+    """Generation done; its last frames still queued behind paced audio (holds a slot)."""
     CLOSED = auto()
     CANCELLED = auto()
 
@@ -262,7 +264,7 @@ class _Pipeline:
 
     @property
     def live(self) -> bool:
-        return self.state in (PipelineState.OPEN, PipelineState.ENDING)
+        return self.state in (PipelineState.OPEN, PipelineState.ENDING, PipelineState.DRAINING)
 
 
 @dataclass(slots=True)
@@ -288,9 +290,14 @@ class _Machine:
         p = self.pipelines.get(key)
         return p if p is not None and p.live else None
 
+    def _making(self, key: str) -> _Pipeline | None:
+        """The pipeline if it may still produce results (not draining, cancelled, closed)."""
+        p = self._live(key)
+        return p if p is not None and p.state is not PipelineState.DRAINING else None
+
     def chunk_started(self, key: str, text: str) -> list[ServerFrame]:
         """A chunk's synthesis began; frames of cancelled pipelines are dropped."""
-        p = self._live(key)
+        p = self._making(key)
         if p is None:
             return []
         p.current_chunk = p.next_chunk
@@ -302,7 +309,7 @@ class _Machine:
         self, key: str, data: bytes, enc: Encoding, sample_rate: int, samples: int
     ) -> list[ServerFrame]:
         """One encoded audio frame of the current chunk (PROTOCOL G-8)."""
-        p = self._live(key)
+        p = self._making(key)
         if p is None or not data:
             return []
         frame = AudioFrame(data, enc, p.next_idx, sample_rate, samples, p.current_chunk, p.context_id)
@@ -323,7 +330,7 @@ class _Machine:
         (issue 17): times from its first audio, char offsets into the text the client
         sent to this turn, request or context (:attr:`_Pipeline.text`).
         """
-        p = self._live(key)
+        p = self._making(key)
         if p is None or not p.config.word_timestamps:
             return []
         return [WordTimestampsFrame(self._rebase(p, frame.words), p.current_chunk, p.context_id)]
@@ -346,7 +353,7 @@ class _Machine:
 
     def chunk_done(self, key: str, audio_seconds: float, gen_ms: float) -> list[ServerFrame]:
         """The current chunk's audio is all sent (PROTOCOL S-9: always after a start)."""
-        p = self._live(key)
+        p = self._making(key)
         if p is None or p.current_chunk is None:
             return []
         p.chunks_done += 1

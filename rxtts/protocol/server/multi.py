@@ -115,6 +115,9 @@ class ContextState(Enum):
     OPEN = auto()
     CLOSING = auto()
     """Gracefully closing: its text finishes, then ``final`` and ``context_closed``."""
+    DRAINING = auto()
+    """Closed gracefully, its ``final``/``context_closed`` queued behind paced audio: the
+    slot is held until they are sent, and an immediate close still purges them (M-7)."""
 
 
 class ContextEvent(Enum):
@@ -137,6 +140,8 @@ class ContextEvent(Enum):
     FLUSH_DONE = auto()
     LAST_FLUSH_DONE = auto()
     """The last pending FLUSH of a closing context passed."""
+    OUTPUT_IDLE = auto()
+    """Every frame of a draining context was written."""
     ERROR = auto()
 
 
@@ -207,7 +212,21 @@ CONTEXT_TABLE: Table[ContextState, ContextEvent, ContextEffect] = {
     **_row([_CS.CLOSING], _CE.TIMER, None, rule="M-7"),
     **_row([_CS.CLOSING], _CE.TIMER_BUSY, None, rule="M-7"),
     **_row(_LIVE, _CE.FLUSH_DONE, None, _CF.FINAL, rule="M-6"),
-    **_row([_CS.CLOSING], _CE.LAST_FLUSH_DONE, _CS.ABSENT, _CF.FINAL, _CF.CLOSED, _CF.FORGET, rule="M-7"),
+    # M-7: context_closed follows the last audio; until it is written the context drains.
+    **_row([_CS.CLOSING], _CE.LAST_FLUSH_DONE, _CS.DRAINING, _CF.FINAL, _CF.CLOSED, rule="M-7"),
+    **_row([_CS.DRAINING], _CE.OUTPUT_IDLE, _CS.ABSENT, _CF.FORGET, rule="M-7"),
+    # M-7, M-7a: an immediate close of a draining context stops its paced audio at once.
+    **_row(
+        [_CS.DRAINING], _CE.CLOSE_IMMEDIATE, _CS.ABSENT, _CF.CANCEL, _CF.CLOSED_SENT, _CF.FORGET, rule="M-7a"
+    ),
+    **_row([_CS.DRAINING], _CE.CLOSE, None, rule="M-7"),
+    **_row([_CS.DRAINING], _CE.TEXT, None, _CF.CLOSING, rule="M-7"),
+    **_row([_CS.DRAINING], _CE.TEXT_FLUSH, None, _CF.CLOSING, rule="M-7"),
+    **_row([_CS.DRAINING], _CE.VOICELESS, None, _CF.CLOSING, rule="M-7"),
+    **_row([_CS.DRAINING], _CE.BLANK, None, _CF.CLOSING, rule="M-7"),
+    **_row([_CS.DRAINING], _CE.FLUSH, None, _CF.CLOSING, rule="M-7"),
+    **_row([_CS.DRAINING], _CE.TIMER, None, rule="M-7"),
+    **_row([_CS.DRAINING], _CE.TIMER_BUSY, None, rule="M-7"),
     **_row(_LIVE, _CE.ERROR, _CS.ABSENT, _CF.ERROR_FRAME, _CF.CANCEL, _CF.CLOSED, _CF.FORGET, rule="M-12"),
 }
 """Executed by :meth:`MultiServer.receive`, ``timer_fired``, ``flush_done``, ``error``."""
@@ -272,6 +291,8 @@ class MultiServer(_Machine):
         if p is None:
             full = len(self.open_contexts) >= self.max_contexts
             return ContextState.NO_SLOT if full else ContextState.ABSENT
+        if p.state is PipelineState.DRAINING:
+            return ContextState.DRAINING
         return ContextState.CLOSING if p.state is PipelineState.ENDING else ContextState.OPEN
 
     # -- client frames ----------------------------------------------------------------
@@ -373,6 +394,8 @@ class MultiServer(_Machine):
         p = self.pipelines.get(cid)
         if p is not None and row.next is ContextState.CLOSING:
             p.state = PipelineState.ENDING
+        elif p is not None and row.next is ContextState.DRAINING:
+            p.state = PipelineState.DRAINING
         return step.cmds
 
     def _c_create(self, cid: str, step: _CtxStep) -> None:
@@ -428,7 +451,8 @@ class MultiServer(_Machine):
         step.cmds.append(_send(ContextClosedFrame(cid, usage)))
 
     def _c_closed(self, cid: str, step: _CtxStep) -> None:
-        step.cmds.append(_send(ContextClosedFrame(cid, self._usage(self.pipelines[cid]))))
+        # purge-keyed: an immediate close while it waits behind paced audio replaces it.
+        step.cmds.append(_send(ContextClosedFrame(cid, self._usage(self.pipelines[cid])), purge_key=cid))
 
     def _c_unknown_closed(self, cid: str, step: _CtxStep) -> None:
         step.cmds.append(_send(ContextClosedFrame(cid, self.pricing.usage(0.0, 0, self.config.model_id))))
@@ -469,6 +493,9 @@ class MultiServer(_Machine):
         """``cid``'s output became idle (nothing to make or send) or busy: audio being
         generated or paced counts as activity (M-10), idle re-arms from ``now``."""
         p = self._live(cid)
+        if p is not None and idle and p.state is PipelineState.DRAINING:
+            self.output_busy.discard(cid)  # M-7: its context_closed is out: free the slot
+            return self._context(cid, ContextEvent.OUTPUT_IDLE, _CtxStep(key=cid, now=now))
         if p is None or idle != (cid in self.output_busy):
             return []
         if not idle:
