@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from typing import Any
@@ -222,6 +223,7 @@ def test_M7_immediate_close_after_a_graceful_one_stops_the_paced_audio_at_once(t
             await ws.send({"text": text, "context_id": "g", "flush": True, "voice_settings": vs()})
             await ws.send({"close_context": True, "context_id": "g"})
             await ws.recv_until(lambda f: "audio" in f)
+            await asyncio.sleep(0.3)  # the engine is done: the rest is paced audio
             t0 = time.perf_counter()
             await ws.send({"close_context": True, "context_id": "g", "immediate": True})
             frames = await ws.recv_until(ctx_is("context_closed", "g"))
