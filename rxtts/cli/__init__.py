@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {
-    "serve": ("rxtts.server.cli", "run the local KugelAudio-compatible TTS server"),
+    "serve": ("rxtts.cli.serve", "run the local KugelAudio-compatible TTS server"),
     "say": ("rxtts.cli.say", "speak text streamed token by token; print TTFA and a chunk timeline"),
     "demo": ("rxtts.cli.demo", "a scripted LLM token stream with a simulated barge-in"),
     "bench": ("rxtts.cli.bench", "run the benchmarks and print tables (writes JSON)"),

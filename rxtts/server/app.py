@@ -15,12 +15,14 @@ rest is in :mod:`rxtts.server.connection` (input) and :mod:`rxtts.server.output`
 from __future__ import annotations
 
 import asyncio
+import http
 import logging
 from collections.abc import Awaitable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from rxtts.engine import Engine, VoiceInfo
@@ -38,7 +40,8 @@ from rxtts.server.auth import (
 )
 from rxtts.server.connection import CONNECTIONS, RESTART_CODE, Connection, MultiConnection
 from rxtts.server.engines.catalogue import VoiceCatalogue
-from rxtts.server.options import CountingExecutor, ServerOptions, ServerStats
+from rxtts.server.metrics import CONTENT_TYPE, ServerMetrics, TimedExecutor
+from rxtts.server.options import ServerOptions, ServerStats
 from rxtts.server.socket import ServerSocket, WebsocketsSocket
 
 __all__ = [
@@ -71,6 +74,11 @@ TRY_AGAIN_LATER = 1013
 """Close code of a socket admitted past ``max_sessions`` (PROTOCOL 9: try later)."""
 
 
+def _plain(status: int, body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
+
 def _page(query: Mapping[str, list[str]], name: str, default: int, cap: int) -> int:
     try:
         value = int(query.get(name, [str(default)])[0])
@@ -93,8 +101,10 @@ class TtsApp:
         """Voices by id."""
         self.pricing = Pricing(self.options.price_cents_per_minute)
         """Cost of usage (``None`` price = cost unavailable)."""
-        self.executor = CountingExecutor(self.options.engine_threads)
+        self.executor = TimedExecutor(self.options.engine_threads)
         """Worker threads for engine calls."""
+        self.metrics = ServerMetrics(self, self.executor)
+        """``/ready``, ``/metrics`` and the HAProxy agent (:mod:`rxtts.server.metrics`)."""
         self.local_model_id = f"rxtts-{engine.name}"
         """The model id of the local engine in ``GET /v1/models``."""
         self.sessions: set[Connection] = set()
@@ -151,11 +161,13 @@ class TtsApp:
             return
         if self.saturated():
             # Admission: an upgrade that raced past process_request's check.
+            self.metrics.refused("saturated", "close_1013")
             await sock.close(TRY_AGAIN_LATER, "server at capacity, try again later")
             return
-        session = factory(self, sock)
+        session = factory(self, self.metrics.wrap(sock))
         self.sessions.add(session)
         if self.draining:
+            self.metrics.refused("draining", "close_1012")
             session.drain()
         try:
             await session.run()
@@ -192,16 +204,26 @@ class TtsApp:
         is_upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
         if url.path == "/health":
             return json_response(200, {"status": "ok", "engine": self.engine.name})
+        if url.path == "/ready":
+            state = self.metrics.ready_state()
+            if state == "ready":
+                return json_response(200, {"status": state})
+            return json_response(503, {"status": state}, [("Retry-After", str(DRAIN_RETRY_AFTER_S))])
+        if url.path == "/metrics":
+            return _plain(200, self.metrics.render(), CONTENT_TYPE)
         if url.path in _WS_PATHS and is_upgrade:
             if self.options.api_key is not None and not key_matches(self.options.api_key, query_key(query)):
                 # PROTOCOL G-2: a bad key is refused before the upgrade; the SDKs map 401
                 # to AuthenticationError.
+                self.metrics.refused("unauthorized", "http_401")
                 return error_response(401, "invalid or missing API key", "UNAUTHORIZED")
             retry = [("Retry-After", str(DRAIN_RETRY_AFTER_S))]
             if self.draining:
                 # G-11: draining refuses new upgrades; 503 + Retry-After (PROTOCOL 9).
+                self.metrics.refused("draining", "http_503")
                 return error_response(503, "server is restarting", "MODEL_UNAVAILABLE", retry)
             if self.saturated():
+                self.metrics.refused("saturated", "http_503")
                 return error_response(503, "server at capacity, try again later", "MODEL_UNAVAILABLE", retry)
             return None
         if self.options.api_key is not None:
@@ -275,6 +297,7 @@ class TtsApp:
             close_timeout=self.options.close_timeout,
             compression="deflate",  # PY MultiContextSession offers permessage-deflate
             logger=log,
+            reuse_port=self.options.reuse_port or None,  # --worker-processes share the port
         )
 
     def close(self) -> None:
