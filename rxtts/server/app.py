@@ -4,7 +4,8 @@ One :class:`TtsApp` serves every connection of a ``websockets.asyncio.server``. 
 WebSocket gets a :class:`~rxtts.server.connection.Connection` bound to its endpoint,
 running over the :class:`~rxtts.server.socket.ServerSocket` seam
 (:meth:`TtsApp.serve_socket`). REST (``GET /v1/models``, ``/v1/voices``,
-``/v1/voices/{id}``, ``/health``) is answered in ``process_request`` before any upgrade,
+``/v1/voices/{id}``, ``/health``) and the probes (``/ready``, ``/metrics``,
+:mod:`rxtts.server.metrics`) are answered in ``process_request`` before any upgrade,
 as are the API-key check (PROTOCOL G-2) and refusals while draining (G-11).
 
 Backpressure: a client frame is at most 1 MiB (bigger closes 1009, PROTOCOL G-5); the
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import os
 from collections.abc import Awaitable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -206,9 +208,10 @@ class TtsApp:
             return json_response(200, {"status": "ok", "engine": self.engine.name})
         if url.path == "/ready":
             state = self.metrics.ready_state()
+            body = {"status": state, "pid": os.getpid()}  # pid: which --worker-processes child
             if state == "ready":
-                return json_response(200, {"status": state})
-            return json_response(503, {"status": state}, [("Retry-After", str(DRAIN_RETRY_AFTER_S))])
+                return json_response(200, body)
+            return json_response(503, body, [("Retry-After", str(DRAIN_RETRY_AFTER_S))])
         if url.path == "/metrics":
             return _plain(200, self.metrics.render(), CONTENT_TYPE)
         if url.path in _WS_PATHS and is_upgrade:
