@@ -34,8 +34,9 @@ class Layout:
     """Where the balancer listens (``*:8000`` for every interface)."""
     check_interval: str = "2s"
     """HAProxy health- and agent-check interval."""
-    maxconn: int = 10000
-    """HAProxy ``maxconn``."""
+    maxconn: int = 4000
+    """HAProxy ``maxconn`` (each connection takes two file descriptors: raise ``ulimit -n``
+    before raising this)."""
 
     def __post_init__(self) -> None:
         if self.workers < 1:
