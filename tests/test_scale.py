@@ -557,3 +557,28 @@ def test_a_draining_worker_finishes_its_turn_and_gets_no_new_sessions(cluster):
     assert audio == pytest.approx(len(LONG_TURN.strip()) * 0.01, rel=0.05)  # the turn finished
     assert frames[-2].get("final") and code == 1012
     assert seen["victim_exit"] == 0
+
+
+# -- the capacity benchmark ------------------------------------------------------------------
+
+
+def test_workers_benchmark_measures_every_level(tmp_path, capsys):
+    from rxtts.bench import workers as bench
+
+    out = tmp_path / "workers.json"
+    text = "Short turn. Another one."
+    result = bench.run(out, engine="tone", workers=(1, 2), sessions=(1, 3), text=text)
+    levels = [(lv["workers"], lv["sessions"]) for lv in result["levels"]]
+    assert levels == [(1, 1), (1, 3), (2, 1), (2, 3)]
+    for lv in result["levels"]:
+        # tone: 10 ms per character of each sentence
+        assert lv["audio_s_total"] == pytest.approx(lv["sessions"] * len(text) * 0.01, rel=0.1)
+        assert lv["aggregate_x_rt"] > 1 and lv["ttfa_ms"]["n"] == lv["sessions"]
+        assert lv["ttfa_ms"]["p50"] <= lv["ttfa_ms"]["p95"]
+    assert "2 process(es)" in next(lv["threads"] for lv in result["levels"] if lv["workers"] == 2)
+    assert result["real_time_streams_per_core"] == pytest.approx(
+        result["best_aggregate_x_rt"] / result["cores"]
+    )
+    assert json.loads(out.read_text())["levels"] == result["levels"]
+    table = capsys.readouterr().out
+    assert "TTFA p95 ms" in table and "real-time streams per core" in table
