@@ -24,13 +24,13 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from rxtts.cli.serve import build_parser
 from rxtts.client.multi import MultiContextSession
 from rxtts.client.tts import TTS
 from rxtts.config import StreamConfig
 from rxtts.errors import AuthenticationError, ValidationError
 from rxtts.protocol.frames import MAX_FRAME_BYTES
 from rxtts.server.app import TtsApp
-from rxtts.cli.serve import build_parser
 from rxtts.server.embedded import RunningServer, start_background_server
 from rxtts.server.engines.base import AudioBlock, CancelToken, SynthesisSettings, VoiceInfo
 from rxtts.server.engines.tone import ToneEngine
