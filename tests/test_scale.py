@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -373,10 +373,15 @@ class Cluster:
         return self.workers[int(name[1:]) - 1]
 
 
-@pytest.fixture
-def cluster(procs, tmp_path) -> Cluster:
+def start_cluster(
+    procs: list[subprocess.Popen[str]],
+    tmp_path: Path,
+    extra: Sequence[Sequence[str]] = ((), ()),
+    check: str = "200ms",
+) -> Cluster:
+    """``len(extra)`` tone workers (``extra[i]``: more flags of worker i) behind HAProxy."""
     binary = haproxy_binary()
-    n = 2
+    n = len(extra)
     base = free_run(n)
     agent_base = free_run(n, set(range(base, base + n)))
     front = free_run(1, set(range(base, base + n)) | set(range(agent_base, agent_base + n)))
@@ -393,6 +398,7 @@ def cluster(procs, tmp_path) -> Cluster:
             "10",
             "--capacity",
             "16",
+            *extra[i],
         )
         for i in range(n)
     ]
@@ -413,7 +419,7 @@ def cluster(procs, tmp_path) -> Cluster:
             "--bind",
             f"127.0.0.1:{front}",
             "--check-interval",
-            "200ms",
+            check,
         ],
         capture_output=True,
         text=True,
@@ -422,7 +428,7 @@ def cluster(procs, tmp_path) -> Cluster:
     ).stdout
     assert printed == render(
         "haproxy",
-        Layout(n, base, agent_base, bind=f"127.0.0.1:{front}", check_interval="200ms"),
+        Layout(n, base, agent_base, bind=f"127.0.0.1:{front}", check_interval=check),
         printed.splitlines()[1].split("rxtts deploy haproxy ", 1)[1],
     )
     (tmp_path / "haproxy.cfg").write_text(printed)
@@ -446,6 +452,11 @@ def cluster(procs, tmp_path) -> Cluster:
     wait_for(started, 10, "haproxy's admin socket")
     wait_for(lambda: all(r["status"] == "UP" for r in c.stat().values()) and len(c.stat()) == n, 10, "UP")
     return c
+
+
+@pytest.fixture
+def cluster(procs, tmp_path) -> Cluster:
+    return start_cluster(procs, tmp_path)
 
 
 def per_worker(c: Cluster, name: str) -> list[float]:
@@ -519,6 +530,25 @@ def test_official_sdk_streams_through_haproxy(cluster):
     text = "Hello through the balancer. A second sentence."
     assert chunks > 0 and audio == pytest.approx(len(text.replace(" ", "")) * 0.01, rel=0.3)
     assert sum(sessions_total(w.http) for w in cluster.workers) == before + 1
+
+
+def test_haproxy_retries_an_upgrade_a_full_worker_refuses_on_another(procs, tmp_path):
+    # w1 takes one session; health and agent checks every 30 s cannot notice in time, so
+    # only `retry-on 503` + `option redispatch` keep the clients from seeing the 503s.
+    c = start_cluster(procs, tmp_path, extra=(("--max-sessions", "1"), ()), check="30s")
+
+    async def main() -> int:
+        sockets = [await ws_open(c.ws) for _ in range(6)]
+        for ws in sockets:
+            await ws.close()
+        return len(sockets)
+
+    assert asyncio.run(main()) == 6
+    refused = metrics(c.workers[0].http)[
+        ("rxtts_refusals_total", (("reason", "saturated"), ("response", "http_503")))
+    ]
+    assert refused >= 1  # HAProxy did send upgrades to the full worker, and retried them
+    assert sessions_total(c.workers[0].http) == 1 and sessions_total(c.workers[1].http) == 5
 
 
 def test_a_draining_worker_finishes_its_turn_and_gets_no_new_sessions(cluster):
