@@ -24,6 +24,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from rxtts.cli.serve import build_parser
 from rxtts.client.multi import MultiContextSession
 from rxtts.client.tts import TTS
 from rxtts.config import StreamConfig
@@ -31,7 +32,6 @@ from rxtts.engine import AudioBlock, CancelToken, SynthesisSettings, VoiceInfo
 from rxtts.errors import AuthenticationError, ValidationError
 from rxtts.protocol.frames import MAX_FRAME_BYTES
 from rxtts.server.app import TtsApp
-from rxtts.server.cli import build_parser
 from rxtts.server.embedded import RunningServer, start_background_server
 from rxtts.server.engines.tone import ToneEngine
 

@@ -440,10 +440,10 @@ def test_admission_refuses_upgrades_beyond_max_sessions_with_503_retry_after(ser
 
 
 def test_serve_flags_engine_threads_with_hidden_workers_alias_drain_and_admission():
-    from rxtts.server.cli import build_parser
+    from rxtts.cli.serve import build_parser
 
     parser = build_parser()
-    assert parser.parse_args([]).engine_threads == 2
+    assert parser.parse_args([]).engine_threads is None  # auto: rxtts.server.workers.plan_threads
     assert parser.parse_args(["--engine-threads", "4"]).engine_threads == 4
     assert parser.parse_args(["--workers", "3"]).engine_threads == 3  # the old name still works
     assert "--workers" not in parser.format_help()

@@ -1,4 +1,4 @@
-"""The ``rxtts`` command: ``serve``, ``say``, ``demo``, ``bench``.
+"""The ``rxtts`` command: ``serve``, ``say``, ``demo``, ``bench``, ``deploy``.
 
 Each subcommand lives in its own module with a ``main(argv) -> int``; this file only
 dispatches, so ``rxtts --help`` stays fast and GPL engines are never imported here.
@@ -11,10 +11,11 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {
-    "serve": ("rxtts.server.cli", "run the local KugelAudio-compatible TTS server"),
+    "serve": ("rxtts.cli.serve", "run the local KugelAudio-compatible TTS server"),
     "say": ("rxtts.cli.say", "speak text streamed token by token; print TTFA and a chunk timeline"),
     "demo": ("rxtts.cli.demo", "a scripted LLM token stream with a simulated barge-in"),
     "bench": ("rxtts.cli.bench", "run the benchmarks and print tables (writes JSON)"),
+    "deploy": ("rxtts.cli.deploy", "print an HAProxy/nginx config for several serve workers"),
 }
 
 

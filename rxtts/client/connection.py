@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from reactivex import Observable, abc
@@ -55,6 +56,40 @@ class Loss:
     """A deploy restart or try-later close (1012/1013): replay what had no audio."""
 
 
+@dataclass(frozen=True, slots=True)
+class AdmissionRetry:
+    """Retry of an upgrade refused for load (HTTP 503/429 + ``Retry-After``): bounded
+    exponential backoff with jitter, then the typed error of the last refusal
+    (:class:`~rxtts.errors.ModelUnavailableError` for 503,
+    :class:`~rxtts.errors.RateLimitError` for 429).
+
+    Attempt ``k`` (1-based) that is refused waits ``max(Retry-After, base_delay * 2**(k-1))``
+    times a random factor in ``[1, 1 + jitter]``; no wait goes past ``budget`` seconds
+    after the first attempt (then the refusal is raised at once).
+    """
+
+    attempts: int = 3
+    """Upgrade attempts in all (1 = no retry)."""
+    budget: float = 5.0
+    """Seconds from the first attempt after which no retry starts."""
+    base_delay: float = 0.25
+    """First backoff step (seconds) when the server sent no ``Retry-After``."""
+    jitter: float = 0.5
+    """Relative random extra wait, so refused clients do not come back in step."""
+    statuses: frozenset[int] = field(default_factory=lambda: frozenset({429, 503}))
+    """HTTP statuses of a refused upgrade that are retried."""
+
+    def retries(self, error: BaseException) -> bool:
+        """Whether ``error`` is an admission refusal worth retrying."""
+        return isinstance(error, RxTtsError) and error.status in self.statuses
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random | None = None) -> float:
+        """Seconds to wait after refused attempt ``attempt`` (1-based)."""
+        step = max(retry_after or 0.0, self.base_delay * 2.0 ** (attempt - 1))
+        draw: float = (rng or random).random()
+        return step * (1.0 + self.jitter * draw)
+
+
 class LinkOwner(Protocol):
     """What a session gives its :class:`Link`."""
 
@@ -88,12 +123,15 @@ class Link:
         transport: Transport | None = None,
         policy: ReconnectPolicy | None = None,
         name: str = "rxtts",
+        admission: AdmissionRetry | None = None,
     ) -> None:
         self.url = url
         self.loop = loop
         self.options = options or TransportOptions()
         self.transport = transport
         self.policy = policy or ReconnectPolicy()
+        self.admission = admission or AdmissionRetry()
+        """How upgrades refused for load (503/429) are retried."""
         self._owner = owner
         self._name = name
         self._conn: Connection | None = None
@@ -222,9 +260,27 @@ class Link:
         self._retry = None
         self.ensure_connecting()
 
+    async def _open_admitted(self) -> Connection:
+        """Open the socket, retrying admission refusals (:class:`AdmissionRetry`)."""
+        retry = self.admission
+        start = self.loop.time()
+        attempt = 1
+        while True:
+            try:
+                return await open_connection(self.url, self.options, self.transport)
+            except RxTtsError as exc:
+                if attempt >= retry.attempts or not retry.retries(exc):
+                    raise
+                delay = retry.delay(attempt, exc.retry_after)
+                if self.loop.time() + delay - start > retry.budget:
+                    raise
+                log.info("rxtts: upgrade refused (%s); retry %d in %.2f s", exc.message, attempt, delay)
+                await asyncio.sleep(delay)
+                attempt += 1
+
     async def _open(self) -> Connection:
         try:
-            conn = await open_connection(self.url, self.options, self.transport)
+            conn = await self._open_admitted()
         except BaseException as exc:
             self._connecting = None
             self._pending.clear()
@@ -366,4 +422,4 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()  # reported to the owner; keep asyncio quiet
 
 
-__all__ = ["Link", "LinkOwner", "LinkedSession", "Loss", "deliver", "finish", "isolated"]
+__all__ = ["AdmissionRetry", "Link", "LinkOwner", "LinkedSession", "Loss", "deliver", "finish", "isolated"]

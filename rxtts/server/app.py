@@ -4,7 +4,8 @@ One :class:`TtsApp` serves every connection of a ``websockets.asyncio.server``. 
 WebSocket gets a :class:`~rxtts.server.connection.Connection` bound to its endpoint,
 running over the :class:`~rxtts.server.socket.ServerSocket` seam
 (:meth:`TtsApp.serve_socket`). REST (``GET /v1/models``, ``/v1/voices``,
-``/v1/voices/{id}``, ``/health``) is answered in ``process_request`` before any upgrade,
+``/v1/voices/{id}``, ``/health``) and the probes (``/ready``, ``/metrics``,
+:mod:`rxtts.server.metrics`) are answered in ``process_request`` before any upgrade,
 as are the API-key check (PROTOCOL G-2) and refusals while draining (G-11).
 
 Backpressure: a client frame is at most 1 MiB (bigger closes 1009, PROTOCOL G-5); the
@@ -15,12 +16,15 @@ rest is in :mod:`rxtts.server.connection` (input) and :mod:`rxtts.server.output`
 from __future__ import annotations
 
 import asyncio
+import http
 import logging
+import os
 from collections.abc import Awaitable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from rxtts.engine import Engine, VoiceInfo
@@ -38,7 +42,8 @@ from rxtts.server.auth import (
 )
 from rxtts.server.connection import CONNECTIONS, RESTART_CODE, Connection, MultiConnection
 from rxtts.server.engines.catalogue import VoiceCatalogue
-from rxtts.server.options import CountingExecutor, ServerOptions, ServerStats
+from rxtts.server.metrics import CONTENT_TYPE, ServerMetrics, TimedExecutor
+from rxtts.server.options import ServerOptions, ServerStats
 from rxtts.server.socket import ServerSocket, WebsocketsSocket
 
 __all__ = [
@@ -71,6 +76,11 @@ TRY_AGAIN_LATER = 1013
 """Close code of a socket admitted past ``max_sessions`` (PROTOCOL 9: try later)."""
 
 
+def _plain(status: int, body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
+
 def _page(query: Mapping[str, list[str]], name: str, default: int, cap: int) -> int:
     try:
         value = int(query.get(name, [str(default)])[0])
@@ -93,8 +103,10 @@ class TtsApp:
         """Voices by id."""
         self.pricing = Pricing(self.options.price_cents_per_minute)
         """Cost of usage (``None`` price = cost unavailable)."""
-        self.executor = CountingExecutor(self.options.engine_threads)
+        self.executor = TimedExecutor(self.options.engine_threads)
         """Worker threads for engine calls."""
+        self.metrics = ServerMetrics(self, self.executor)
+        """``/ready``, ``/metrics`` and the HAProxy agent (:mod:`rxtts.server.metrics`)."""
         self.local_model_id = f"rxtts-{engine.name}"
         """The model id of the local engine in ``GET /v1/models``."""
         self.sessions: set[Connection] = set()
@@ -151,11 +163,13 @@ class TtsApp:
             return
         if self.saturated():
             # Admission: an upgrade that raced past process_request's check.
+            self.metrics.refused("saturated", "close_1013")
             await sock.close(TRY_AGAIN_LATER, "server at capacity, try again later")
             return
-        session = factory(self, sock)
+        session = factory(self, self.metrics.wrap(sock))
         self.sessions.add(session)
         if self.draining:
+            self.metrics.refused("draining", "close_1012")
             session.drain()
         try:
             await session.run()
@@ -192,16 +206,27 @@ class TtsApp:
         is_upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
         if url.path == "/health":
             return json_response(200, {"status": "ok", "engine": self.engine.name})
+        if url.path == "/ready":
+            state = self.metrics.ready_state()
+            body = {"status": state, "pid": os.getpid()}  # pid: which --worker-processes child
+            if state == "ready":
+                return json_response(200, body)
+            return json_response(503, body, [("Retry-After", str(DRAIN_RETRY_AFTER_S))])
+        if url.path == "/metrics":
+            return _plain(200, self.metrics.render(), CONTENT_TYPE)
         if url.path in _WS_PATHS and is_upgrade:
             if self.options.api_key is not None and not key_matches(self.options.api_key, query_key(query)):
                 # PROTOCOL G-2: a bad key is refused before the upgrade; the SDKs map 401
                 # to AuthenticationError.
+                self.metrics.refused("unauthorized", "http_401")
                 return error_response(401, "invalid or missing API key", "UNAUTHORIZED")
             retry = [("Retry-After", str(DRAIN_RETRY_AFTER_S))]
             if self.draining:
                 # G-11: draining refuses new upgrades; 503 + Retry-After (PROTOCOL 9).
+                self.metrics.refused("draining", "http_503")
                 return error_response(503, "server is restarting", "MODEL_UNAVAILABLE", retry)
             if self.saturated():
+                self.metrics.refused("saturated", "http_503")
                 return error_response(503, "server at capacity, try again later", "MODEL_UNAVAILABLE", retry)
             return None
         if self.options.api_key is not None:
@@ -275,6 +300,7 @@ class TtsApp:
             close_timeout=self.options.close_timeout,
             compression="deflate",  # PY MultiContextSession offers permessage-deflate
             logger=log,
+            reuse_port=self.options.reuse_port or None,  # --worker-processes share the port
         )
 
     def close(self) -> None:

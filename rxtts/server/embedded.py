@@ -21,6 +21,7 @@ from websockets.asyncio.server import Server
 from rxtts.engine import Engine
 from rxtts.server.app import ServerOptions, ServerStats, TtsApp
 from rxtts.server.engines.catalogue import best_available_engine, build_engine
+from rxtts.server.metrics import start_agent
 
 __all__ = ["RunningServer", "resolve_engine", "start_background_server"]
 
@@ -50,6 +51,8 @@ class RunningServer:
     _stop: asyncio.Event = field(repr=False)
     _draining: asyncio.Event = field(repr=False)
     _drain_timeout: float = field(default=0.0, repr=False)
+    agent_port: int | None = None
+    """Port of the HAProxy agent-check listener, if one was asked for."""
 
     @property
     def url(self) -> str:
@@ -193,6 +196,7 @@ def start_background_server(
     *,
     threads: int = 2,
     warm_up: bool = True,
+    agent_port: int | None = None,
     **options: Any,
 ) -> RunningServer:
     """Start the local server in a daemon thread and return once it accepts connections.
@@ -204,6 +208,8 @@ def start_background_server(
         port: Port; 0 picks a free one (see :attr:`RunningServer.port`).
         threads: Piper's onnxruntime threads when the engine is built here.
         warm_up: Load the model before accepting connections (first request is fast).
+        agent_port: Also answer HAProxy ``agent-check`` on this port (0 picks one; see
+            :attr:`RunningServer.agent_port`, :mod:`rxtts.server.metrics`).
         **options: :class:`~rxtts.server.app.ServerOptions` fields, e.g. ``api_key``,
             ``idle_flush_seconds``, ``inactivity_timeout``, ``engine_threads``.
 
@@ -237,8 +243,22 @@ def start_background_server(
                 ready.set()
                 return
             result["port"] = server.sockets[0].getsockname()[1]
+            agent = None
+            if agent_port is not None:
+                try:
+                    agent = await start_agent(app.metrics.agent_reply, host, agent_port)
+                except BaseException as exc:
+                    server.close()
+                    result["error"] = exc
+                    ready.set()
+                    return
+                result["agent_port"] = agent.sockets[0].getsockname()[1]
             ready.set()
-            await run_until_stopped(server, app, stop, draining, lambda: holder[0]._drain_timeout)
+            try:
+                await run_until_stopped(server, app, stop, draining, lambda: holder[0]._drain_timeout)
+            finally:
+                if agent is not None:
+                    agent.close()
 
         try:
             loop.run_until_complete(run())
@@ -253,7 +273,14 @@ def start_background_server(
         thread.join()
         raise result["error"]
     running = RunningServer(
-        host, result["port"], app, result["loop"], thread, result["stop"], result["drain"]
+        host,
+        result["port"],
+        app,
+        result["loop"],
+        thread,
+        result["stop"],
+        result["drain"],
+        agent_port=result.get("agent_port"),
     )
     holder.append(running)
     return running

@@ -57,6 +57,12 @@ class ServerOptions:
     max_sessions: int | None = None
     """Admission: open WebSockets at most; more get HTTP 503 + ``Retry-After`` (or close
     1013 when they raced past the check); ``None`` = unlimited."""
+    capacity: int | None = None
+    """Voices (stream turns, tts requests, multi contexts) at which the HAProxy agent
+    reports 1 % weight; ``None`` = ``max_sessions``, else 16 (:mod:`rxtts.server.metrics`)."""
+    reuse_port: bool = False
+    """Bind with ``SO_REUSEPORT`` so several worker processes share one port
+    (``rxtts serve --worker-processes``, :mod:`rxtts.server.workers`)."""
 
     def __post_init__(self) -> None:
         if self.idle_flush_seconds <= 0 or self.inactivity_timeout <= 0:
@@ -73,6 +79,8 @@ class ServerOptions:
             raise ValueError("drain_timeout must be >= 0")
         if self.max_sessions is not None and self.max_sessions < 1:
             raise ValueError("max_sessions must be >= 1 or None")
+        if self.capacity is not None and self.capacity < 1:
+            raise ValueError("capacity must be >= 1 or None")
 
 
 @dataclass(frozen=True, slots=True)
