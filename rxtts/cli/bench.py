@@ -2,7 +2,7 @@
 
 ::
 
-    rxtts bench [all|ttfa|client|bargein|scale|segmenter|engine|normalize] [--quick]
+    rxtts bench [all|ttfa|client|bargein|scale|segmenter|engine|normalize|workers] [--quick]
                 [--out DIR] [--engine piper|tone]
 
 Benchmarks (each module's docstring describes its method):
@@ -13,7 +13,9 @@ Benchmarks (each module's docstring describes its method):
 - ``scale`` (:mod:`rxtts.bench.scale`): concurrent real-time sessions and connections;
 - ``segmenter`` (:mod:`rxtts.bench.segmenter`): accuracy and per-token cost vs pysbd;
 - ``engine`` (:mod:`rxtts.bench.engine`): Piper streaming decode vs whole-sentence decode;
-- ``normalize`` (:mod:`rxtts.bench.normalize`): text normalisation cost per chunk.
+- ``normalize`` (:mod:`rxtts.bench.normalize`): text normalisation cost per chunk;
+- ``workers`` (:mod:`rxtts.bench.workers`): real-time streams and TTFA as load grows, for
+  1 and 2 ``rxtts serve --worker-processes`` (capacity per core).
 
 A benchmark whose peer is not installed (the official SDK, pysbd, psutil: the ``bench``
 extra, included in ``dev``; Piper for ``engine``) is reported as skipped with the
@@ -55,6 +57,7 @@ BENCHMARKS: dict[str, str] = {
     "segmenter": "rxtts.bench.segmenter",
     "engine": "rxtts.bench.engine",
     "normalize": "rxtts.bench.normalize",
+    "workers": "rxtts.bench.workers",
 }
 """Benchmark name -> module; each has ``run(out_json, ...) -> dict``."""
 DEFAULT_OUT = "bench-results"
@@ -103,6 +106,12 @@ def _run_one(name: str, out_dir: Path, engine: str, quick: bool) -> tuple[dict[s
     module = importlib.import_module(BENCHMARKS[name])
     out_json = out_dir / f"{name}.json"
     result: dict[str, Any]
+    if name == "workers":
+        if quick:
+            result = module.run(out_json, engine=engine, workers=(1,), sessions=(1, 2))
+        else:
+            result = module.run(out_json, engine=engine)
+        return result, module.format_result(result)
     if name in ("engine", "normalize"):
         if name == "engine":
             result = module.run(repeats=1, warmup=1) if quick else module.run()
