@@ -10,6 +10,7 @@ client reads back: ``generation_started.text`` and word offsets are the client's
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import time
@@ -262,3 +263,87 @@ def test_piper_first_audio_is_not_delayed_by_words_or_normalisation(piper_server
         full.append(wire.run(ttfa(word_timestamps=True)))
     print(f"\nTTFA best of 5: plain {min(plain) * 1000:.1f} ms, words+normalize {min(full) * 1000:.1f} ms")
     assert min(full) - min(plain) < 0.025  # alignment ~2 ms + normalisation ~0.1 ms, plus noise
+
+
+# -- the official kugelaudio 2.7.0 SDK with timestamps first --------------------------------
+
+
+def _sdk(server: Any) -> Any:
+    from kugelaudio import KugelAudio
+
+    return KugelAudio(api_key="test-key", api_url=server.http_url, telemetry=False)
+
+
+def _kind(item: Any) -> str:
+    return "words" if isinstance(item, list) else "audio" if hasattr(item, "audio") else "other"
+
+
+def _check_sdk_words(stamps: list[Any], text: str = TEXT) -> None:
+    assert [s.word for s in stamps] == [m.group() for m in re.finditer(r"[\w']+", text)]
+    assert all(text[s.char_start : s.char_end] == s.word for s in stamps)
+    assert all(a.end_ms <= b.start_ms + 1 for a, b in itertools.pairwise(stamps))
+    assert {s.score for s in stamps} == {1.0}
+
+
+def test_sdk_tts_stream_and_generate_take_timestamps_before_audio(piper_server, monkeypatch):
+    """PY ``tts.stream``/``generate`` (``/ws/tts``): stamps lists first, then their audio."""
+    monkeypatch.setenv("KUGELAUDIO_TELEMETRY", "0")
+    client = _sdk(piper_server)
+    try:
+        items = list(client.tts.stream(TEXT, voice_id=VOICE, word_timestamps=True))
+        kinds = [
+            "words" if isinstance(i, list) else "audio" if hasattr(i, "audio") else "other" for i in items
+        ]
+        assert kinds[0] == "words" and kinds[-1] == "other"  # ... final
+        _check_sdk_words([s for i in items if isinstance(i, list) for s in i])
+        response = client.tts.generate(MONEY, voice_id=VOICE, word_timestamps=True)
+        assert [w.word for w in response.word_timestamps] == ["Pay", "$3.50", "on", "3/4/2024", "please"]
+        assert len(response.audio) // 2 / 24000 >= response.word_timestamps[-1].end_ms / 1000 - 0.02
+    finally:
+        client.close()
+
+
+def test_sdk_streaming_and_multi_sessions_take_timestamps_before_audio(piper_server, monkeypatch):
+    """PY ``streaming_session`` and ``multi_context_session`` with ``word_timestamps=True``."""
+    monkeypatch.setenv("KUGELAUDIO_TELEMETRY", "0")
+    client = _sdk(piper_server)
+    log: list[tuple[str, Any]] = []
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        async with client.tts.streaming_session(
+            voice_id=VOICE, word_timestamps=True, on_word_timestamps=lambda s: log.append(("s", s))
+        ) as s:
+            stream_audio = []
+            for part in SENTENCES:
+                async for chunk in s.send(part, flush=False):
+                    stream_audio.append(chunk)
+                    log.append(("audio", chunk))
+            async for chunk in s.flush():
+                stream_audio.append(chunk)
+                log.append(("audio", chunk))
+            await s.close()
+        async with client.tts.multi_context_session(
+            default_voice_id=VOICE,
+            word_timestamps=True,
+            on_word_timestamps=lambda cid, st: log.append(("m", st)),
+        ) as m:
+            await m.create_context("c", voice_id=VOICE)
+            multi_audio = [c async for c in m.send("c", TEXT, flush=True)]
+            await m.close()
+        return stream_audio, multi_audio
+
+    try:
+        stream_audio, multi_audio = wire_run(main())
+    finally:
+        client.close()
+    for tag, audio in (("s", stream_audio), ("m", multi_audio)):
+        stamps = [s for t, st in log if t == tag for s in st]
+        _check_sdk_words(stamps)
+        seconds = sum(len(c.audio) // 2 / c.sample_rate for c in audio)
+        assert abs(stamps[-1].end_ms / 1000 - seconds) <= PIPER_FRAME_MS / 1000
+    first = next(i for i, (t, _) in enumerate(log) if t == "s")
+    assert first < next(i for i, (t, _) in enumerate(log) if t == "audio")  # callback before audio
+
+
+def wire_run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 120))
