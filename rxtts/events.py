@@ -85,7 +85,11 @@ class WordTimestamp:
     char_end: int
     """Offset one past the last character in the chunk text."""
     score: float = 1.0
-    """Alignment confidence in [0, 1]."""
+    """Alignment confidence in [0, 1]. The rxtts server sends: 1.0 from the engine's
+    phoneme durations (piper's duration predictor); 0.8 from the engine's durations
+    with a boundary interpolated (the word's phonemes could not be told apart from a
+    neighbour's); 0.5 estimated from word length over the chunk's audio (engines without
+    alignment: tone, espeak). Other servers may send any value (PY SDK default 1.0)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

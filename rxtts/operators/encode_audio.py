@@ -6,6 +6,8 @@ samples are quantised to s16le PCM, then G.711-encoded where asked (``ulaw_8000`
 ``alaw_8000``), and cut into frames of ``frame_ms``. The first frame of every chunk goes
 out as soon as any audio is ready, whatever its size (low time to first audio); later
 frames are whole ``frame_ms`` frames, the tail of the chunk goes out with ``ChunkDone``.
+A :class:`BlockAlignment` passes through at once, so word timings stay ahead of the
+frames of the words they time (PROTOCOL 3.3, issue 13).
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from rxtts.audio.g711 import Encoding, encode_samples
 from rxtts.audio.pcm import float32_to_pcm16
 from rxtts.audio.resample import StreamResampler
 from rxtts.config import OutputFormat
-from rxtts.operators.synthesize import BlockAudio, ChunkDone, ChunkStarted, FlushReached, SynthEvent
+from rxtts.operators.synthesize import (
+    BlockAlignment,
+    BlockAudio,
+    ChunkDone,
+    ChunkStarted,
+    FlushReached,
+    SynthEvent,
+)
 
 __all__ = ["MAX_FRAME_MS", "EncodeEvent", "EncodedAudio", "encode_audio"]
 
@@ -44,7 +53,7 @@ class EncodedAudio:
     """The ``samples`` value: samples in this frame at ``sample_rate``."""
 
 
-EncodeEvent: TypeAlias = ChunkStarted | EncodedAudio | ChunkDone | FlushReached
+EncodeEvent: TypeAlias = ChunkStarted | BlockAlignment | EncodedAudio | ChunkDone | FlushReached
 """What :func:`encode_audio` emits: its input with ``BlockAudio`` replaced by frames."""
 
 
@@ -79,7 +88,9 @@ class _Encoder:
                 # chunk_complete reports the audio actually sent, at the output rate.
                 self.observer.on_next(ChunkDone(self.sent_in_chunk / self.rate, gen_ms))
                 self._reset()
-            case FlushReached():
+            case BlockAlignment() | FlushReached():
+                # An alignment goes out before the frames of its block (and of any tail of
+                # the previous block still pending): timings lead the audio they describe.
                 self.observer.on_next(event)
 
     def _reset(self) -> None:
@@ -133,7 +144,8 @@ def encode_audio(
 
         S = ChunkStarted, A = BlockAudio, E = EncodedAudio (first one at once, then
         whole 80 ms frames, the rest at D), D' = ChunkDone with the seconds sent,
-        F = FlushReached; S, D and F keep their order.
+        F = FlushReached; S, D and F keep their order. A BlockAlignment (L) passes
+        through unchanged where it comes: -S-L-A- becomes -S-L-E-.
 
     Args:
         output_format: Codec and rate (PROTOCOL 8), e.g. ``"ulaw_8000"``.

@@ -16,6 +16,14 @@ Alignment: blocks come through :func:`rxtts.engine.engine_blocks`, so an engine 
 aligns (piper, with ``settings.alignment``) produces a :class:`BlockAlignment` right
 before the :class:`BlockAudio` of the block that carries it, i.e. before any audio of the
 words it times. Engines that yield plain arrays produce none.
+
+Normalisation (issue 13): a chunk may come as a
+:class:`~rxtts.operators.NormalizedText` (the server's pipeline normalises after
+``chunk_schedule``); the engine then speaks its ``text``, while ``ChunkStarted.text``
+stays the text as written and every :class:`BlockAlignment` indexes it:
+:func:`original_alignment` maps the spoken words back through ``to_original`` and
+merges the words of one rewrite ("three dollars and fifty cents" is one word
+``"$3.50"``, from the first spoken word's start to the last one's end).
 """
 
 from __future__ import annotations
@@ -34,7 +42,16 @@ import numpy.typing as npt
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from rxtts.engine import Alignment, CancelToken, Engine, SynthesisSettings, VoiceInfo, engine_blocks
+from rxtts.engine import (
+    Alignment,
+    CancelToken,
+    Engine,
+    SynthesisSettings,
+    VoiceInfo,
+    WordTiming,
+    engine_blocks,
+)
+from rxtts.operators._normalize import NormalizedText
 from rxtts.operators.flush import FLUSH, TextItem
 
 __all__ = [
@@ -44,9 +61,15 @@ __all__ = [
     "ChunkStarted",
     "FlushReached",
     "SynthEvent",
+    "SynthInput",
     "default_executor",
+    "original_alignment",
     "synthesize",
 ]
+
+SynthInput: TypeAlias = TextItem | NormalizedText
+"""What :func:`synthesize` takes: text chunks (spoken as they are) or normalised chunks
+(spoken as ``.text``, reported as ``.original``), and FLUSH."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +77,15 @@ class ChunkStarted:
     """The engine started on one text chunk (becomes ``generation_started``)."""
 
     text: str
-    """The chunk exactly as handed to the engine."""
+    """The chunk as written: exactly as handed to the engine, or, for a normalised chunk,
+    its ``original`` (the client's text; :class:`BlockAlignment` offsets index it)."""
+    normalized: NormalizedText | None = field(default=None, repr=False, compare=False)
+    """The normalisation the engine's text came from; ``None``: it speaks :attr:`text`."""
+
+    @property
+    def spoken(self) -> str:
+        """The text the engine speaks."""
+        return self.text if self.normalized is None else self.normalized.text
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -77,7 +108,8 @@ class BlockAlignment:
 
     alignment: Alignment
     """Word spans in samples at ``alignment.sample_rate`` from the chunk's first sample,
-    char offsets into the chunk text (``ChunkStarted.text``)."""
+    char offsets into the chunk text as written (``ChunkStarted.text``, also for a
+    normalised chunk, see :func:`original_alignment`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +129,32 @@ class FlushReached:
 
 SynthEvent: TypeAlias = ChunkStarted | BlockAlignment | BlockAudio | ChunkDone | FlushReached
 """What :func:`synthesize` emits."""
+
+
+def original_alignment(alignment: Alignment, normalized: NormalizedText) -> Alignment:
+    """``alignment`` of ``normalized.text``, re-expressed on ``normalized.original``.
+
+    Each word's char span goes through ``to_original``; consecutive words whose spans
+    overlap (the spoken words of one rewrite) merge into one word, the original text
+    of the union, timed from the first one's start to the last one's end, exact only if
+    all were. Identity text maps one to one, so an unchanged chunk keeps its alignment.
+    """
+    if not normalized.changed:
+        return alignment
+    original = normalized.original
+    out: list[WordTiming] = []
+    for w in alignment.words:
+        start, end = normalized.to_original(w.char_start, w.char_end)
+        if out and start < out[-1].char_end:
+            prev = out[-1]
+            start, end = min(start, prev.char_start), max(end, prev.char_end)
+            out[-1] = WordTiming(
+                original[start:end], start, end, prev.start_sample, w.end_sample, prev.exact and w.exact
+            )
+            continue
+        out.append(WordTiming(original[start:end], start, end, w.start_sample, w.end_sample, w.exact))
+    return Alignment(tuple(out), alignment.sample_rate, alignment.source)
+
 
 _Post: TypeAlias = Callable[[Callable[[], None]], None]
 
@@ -150,14 +208,14 @@ class _Synthesis:
         self.lock = threading.RLock()
         self.post = _poster(scheduler, self.lock)
         self.token = CancelToken()
-        self.queue: deque[TextItem] = deque()
+        self.queue: deque[SynthInput] = deque()
         self.busy = False
         self.upstream_done = False
         self.stopped = False
 
     # -- upstream (subscriber's thread) ------------------------------------------------
 
-    def on_next(self, item: TextItem) -> None:
+    def on_next(self, item: SynthInput) -> None:
         with self.lock:
             if not self.stopped:
                 self.queue.append(item)
@@ -192,13 +250,17 @@ class _Synthesis:
             if item is FLUSH:
                 self.observer.on_next(FlushReached())
                 continue
-            assert isinstance(item, str)
-            if not item.strip():
+            if isinstance(item, NormalizedText):
+                started = ChunkStarted(item.original, item)
+            else:
+                assert isinstance(item, str)
+                started = ChunkStarted(item)
+            if not started.spoken.strip():
                 continue
             self.busy = True
-            self.observer.on_next(ChunkStarted(item))
+            self.observer.on_next(started)
             try:
-                self.executor.submit(self._work, item)
+                self.executor.submit(self._work, started.spoken, started.normalized)
             except RuntimeError as exc:  # executor shut down: the server is stopping
                 self._fail(exc)
                 return
@@ -208,7 +270,7 @@ class _Synthesis:
 
     # -- worker thread -----------------------------------------------------------------
 
-    def _work(self, text: str) -> None:
+    def _work(self, text: str, normalized: NormalizedText | None) -> None:
         started = time.perf_counter()
         produced = 0
         rate = self.engine.sample_rate
@@ -217,7 +279,10 @@ class _Synthesis:
                 if self.token.cancelled:
                     return
                 if block.alignment is not None:  # before the audio of the words it times
-                    self._deliver(functools.partial(self._emit, BlockAlignment(block.alignment)))
+                    alignment = block.alignment
+                    if normalized is not None:
+                        alignment = original_alignment(alignment, normalized)
+                    self._deliver(functools.partial(self._emit, BlockAlignment(alignment)))
                 samples = np.ascontiguousarray(block.audio, dtype=np.float32).reshape(-1)
                 if samples.size:
                     produced += samples.size
@@ -265,7 +330,7 @@ def synthesize(
     settings: SynthesisSettings | None = None,
     executor: Executor | None = None,
     scheduler: abc.SchedulerBase | None = None,
-) -> Callable[[Observable[TextItem]], Observable[SynthEvent]]:
+) -> Callable[[Observable[SynthInput]], Observable[SynthEvent]]:
     """Speak each text chunk with ``engine``, strictly one chunk after another.
 
     ::
@@ -293,13 +358,14 @@ def synthesize(
             not used: it need not be thread-safe.
 
     Returns:
-        An operator ``Observable[str | FLUSH] -> Observable[SynthEvent]``; cold: each
+        An operator ``Observable[str | NormalizedText | FLUSH] -> Observable[SynthEvent]``
+        (a ``NormalizedText`` is spoken as ``.text``, reported as ``.original``); cold: each
         subscription has its own queue and cancel token. Blank chunks are skipped;
         engine errors are forwarded as ``on_error``.
     """
     effective_settings = settings or SynthesisSettings()
 
-    def _synthesize(source: Observable[TextItem]) -> Observable[SynthEvent]:
+    def _synthesize(source: Observable[SynthInput]) -> Observable[SynthEvent]:
         def subscribe(
             observer: abc.ObserverBase[SynthEvent],
             subscribe_scheduler: abc.SchedulerBase | None = None,

@@ -24,7 +24,7 @@ from reactivex.scheduler.eventloop import AsyncIOThreadSafeScheduler
 from reactivex.subject import BehaviorSubject
 
 from rxtts.errors import ProtocolError
-from rxtts.operators.encode_audio import EncodedAudio, EncodeEvent
+from rxtts.operators.encode_audio import EncodedAudio
 from rxtts.operators.flush import FLUSH
 from rxtts.operators.synthesize import ChunkDone, ChunkStarted, FlushReached
 from rxtts.protocol.frames import (
@@ -58,7 +58,7 @@ from rxtts.protocol.server import (
     TtsServer,
 )
 from rxtts.server.output import OutputQueue, QueuedFrame
-from rxtts.server.pipeline import PipelineRunner, PipelineSpec, estimate_word_timestamps
+from rxtts.server.pipeline import ChunkWords, PipelineRunner, PipelineSpec, RunnerEvent
 from rxtts.server.socket import ServerSocket, SocketClosed
 
 if TYPE_CHECKING:
@@ -337,7 +337,7 @@ class Connection:
 
     # -- pipeline events -----------------------------------------------------------------
 
-    def _on_event(self, runner: PipelineRunner, event: EncodeEvent) -> None:
+    def _on_event(self, runner: PipelineRunner, event: RunnerEvent) -> None:
         if self.runners.get(runner.key) is not runner:
             return  # a cancelled pipeline's late result (PROTOCOL S-5)
         key = runner.key
@@ -348,20 +348,15 @@ class Connection:
                 self.send(
                     self.machine.audio(key, event.data, event.encoding, event.sample_rate, event.samples), key
                 )
+            case ChunkWords(words=words):
+                # PROTOCOL G-9, 3.3 (issue 13): only when requested (the runner checks);
+                # engine timings before the audio they time, estimates after the chunk's.
+                self.send(self.machine.word_timestamps(key, WordTimestampsFrame(words)), key)
             case ChunkDone():
-                self.send(self._chunk_done_frames(runner, event), key)
+                self.send(self.machine.chunk_done(key, event.audio_seconds, event.gen_ms), key)
             case FlushReached():
                 self.execute(self.flush_done(runner))
         self._track_idle(key)
-
-    def _chunk_done_frames(self, runner: PipelineRunner, ev: ChunkDone) -> list[ServerFrame]:
-        frames: list[ServerFrame] = []
-        if runner.spec.config.word_timestamps:
-            # PROTOCOL G-9: only when requested, after the chunk's audio.
-            words = estimate_word_timestamps(runner.chunk_text, ev.audio_seconds)
-            if words:
-                frames += self.machine.word_timestamps(runner.key, WordTimestampsFrame(words))
-        return frames + self.machine.chunk_done(runner.key, ev.audio_seconds, ev.gen_ms)
 
     def _on_error(self, runner: PipelineRunner, exc: Exception) -> None:
         if self.runners.get(runner.key) is not runner:

@@ -3,7 +3,24 @@
 ::
 
     text (str | FLUSH) ─► chunk_schedule(schedule, auto_mode, segment=True, idle, ...) ─►
-    synthesize(engine, voice, settings) ─► encode_audio(output_format) ─► events
+    normalize_chunks(language) ─► synthesize(engine, voice, settings) ─►
+    encode_audio(output_format) ─► events
+
+Normalisation (PROTOCOL 7 ``normalize``, default true; issue 13): each chunk goes
+through :func:`~rxtts.operators.normalize_text` in the client's ``language`` (else the
+voice's) right after ``chunk_schedule``, on whole chunks, so a number never splits. The
+engine speaks the normalised text; ``generation_started.text`` stays the text the
+client sent (so a client can match it against what it sent), and word timestamps map
+back through ``to_original`` onto the client's characters ("$3.50" is one word).
+
+Word timestamps (PROTOCOL 3.3, issue 13), only when the client asked (G-9): the
+pipeline asks the engine for alignment (``SynthesisSettings.alignment``); the runner
+turns each :class:`~rxtts.operators.synthesize.BlockAlignment` into a
+:class:`ChunkWords` at once, i.e. before the first audio frame of the words it times.
+An engine without alignment (tone, espeak) gets an estimate at the end of the chunk,
+from word lengths over the chunk's audio, after that audio. Scores: 1.0 from the
+model's phoneme durations, :data:`INTERPOLATED_SCORE` where a boundary was
+interpolated, :data:`ESTIMATED_SCORE` for an estimate.
 
 :func:`build_pipeline` composes the public operators from the client's config;
 :class:`PipelineRunner` is the I/O side of one pipeline: it buffers text until the
@@ -23,29 +40,44 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from reactivex import Observable, abc
 from reactivex import operators as ops
 from reactivex.subject import Subject
 
 from rxtts.config import DEFAULT_SCHEDULE, OutputFormat
-from rxtts.engine import Engine, SynthesisSettings, VoiceInfo
+from rxtts.engine import Alignment, Engine, SynthesisSettings, VoiceInfo, WordTiming
 from rxtts.events import WordTimestamp
-from rxtts.operators import TextItem, chunk_schedule
+from rxtts.operators import NormalizedText, TextItem, chunk_schedule, normalize_text
 from rxtts.operators.encode_audio import EncodeEvent, encode_audio
-from rxtts.operators.synthesize import ChunkDone, ChunkStarted, synthesize
+from rxtts.operators.flush import FLUSH
+from rxtts.operators.synthesize import (
+    BlockAlignment,
+    ChunkDone,
+    ChunkStarted,
+    SynthInput,
+    original_alignment,
+    synthesize,
+)
 from rxtts.protocol.frames import WireConfig
 
 __all__ = [
     "DEFAULT_MAX_BUFFER_LENGTH",
+    "ESTIMATED_SCORE",
+    "INTERPOLATED_SCORE",
     "MAX_FLUSH_TIMEOUT_MS",
+    "ChunkWords",
     "GatedExecutor",
     "PipelineRunner",
     "PipelineSpec",
+    "RunnerEvent",
+    "alignment_word_timestamps",
     "build_pipeline",
+    "estimate_alignment",
     "estimate_word_timestamps",
     "flush_timeout_ms",
+    "normalize_chunks",
     "synthesis_settings",
 ]
 
@@ -53,6 +85,12 @@ DEFAULT_MAX_BUFFER_LENGTH = 1000
 """Characters that force a chunk when the client sets no ``max_buffer_length`` (PROTOCOL 7)."""
 MAX_FLUSH_TIMEOUT_MS = 86_400_000
 """Longer ``flush_timeout_ms`` values act as one day (``timedelta`` overflows past ~1e17)."""
+
+INTERPOLATED_SCORE = 0.8
+"""``score`` of a word with an interpolated boundary (engine durations, but its phonemes
+could not be told apart from a neighbour's)."""
+ESTIMATED_SCORE = 0.5
+"""``score`` of an estimated word (no engine alignment: spread by word length)."""
 
 _WORD = re.compile(r"\S+")
 _P = ParamSpec("_P")
@@ -72,10 +110,28 @@ def flush_timeout_ms(config: WireConfig) -> int | None:
 
 
 def synthesis_settings(config: WireConfig) -> SynthesisSettings:
-    """Engine settings from the client's config (``cfg_scale``, ``normalize`` are model-only)."""
+    """Engine settings from the client's config (``cfg_scale`` is model-only; ``normalize``
+    is the pipeline's, :func:`normalize_chunks`); alignment only for ``word_timestamps``."""
     return SynthesisSettings(
-        speed=config.speed or 1.0, temperature=config.temperature, language=config.language
+        speed=config.speed or 1.0,
+        temperature=config.temperature,
+        language=config.language,
+        alignment=bool(config.word_timestamps),
     )
+
+
+def normalize_chunks(language: str) -> Callable[[Observable[TextItem]], Observable[SynthInput]]:
+    """Each chunk as :class:`~rxtts.operators.NormalizedText` in ``language``; FLUSH as is.
+
+    Unlike the public :func:`~rxtts.operators.normalize` (spoken text only), the span
+    map travels with the chunk, so ``synthesize`` reports the client's text and maps
+    word timings back to it. Cost: ~0.1 ms per chunk (``rxtts.bench.normalize``).
+    """
+
+    def convert(item: TextItem) -> SynthInput:
+        return item if item is FLUSH or not isinstance(item, str) else normalize_text(item, language)
+
+    return ops.map(convert)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +172,7 @@ def build_pipeline(text: Observable[TextItem], spec: PipelineSpec) -> Observable
     (PROTOCOL U-11, S-8a). That is the only idle timer of a pipeline.
     """
     cfg = spec.config
-    chunks = text.pipe(
+    scheduled: Observable[TextItem] = text.pipe(
         # PROTOCOL 10: the server owns scheduling: chunk_length_schedule, auto_mode,
         # flush_timeout_ms, max_buffer_length.
         chunk_schedule(
@@ -129,6 +185,9 @@ def build_pipeline(text: Observable[TextItem], spec: PipelineSpec) -> Observable
             segment=True,
         ),
     )
+    chunks: Observable[SynthInput] = scheduled
+    if cfg.normalize is not False:  # PROTOCOL 7: normalize defaults to true
+        chunks = scheduled.pipe(normalize_chunks(cfg.language or spec.voice.language))
     # Resampling and framing run on the engine's worker thread; each frame then hops to
     # the loop on its own, so frame 0 is on the wire while the rest is still encoded.
     return chunks.pipe(
@@ -194,25 +253,53 @@ class GatedExecutor(Executor):
         self.drop()
 
 
-def estimate_word_timestamps(text: str, audio_seconds: float) -> tuple[WordTimestamp, ...]:
+def estimate_alignment(text: str, audio_seconds: float) -> Alignment:
     """Word times of a chunk spread over its audio in proportion to word length.
 
-    The local engines give no alignment, so this is an estimate (``score`` 0.5);
-    char offsets are exact offsets into the chunk text (PROTOCOL 3.3, U-18).
+    For engines without alignment (``source="estimate"``, times in ms as samples at
+    1000 Hz); char offsets are exact offsets into ``text`` (PROTOCOL 3.3, U-18).
     """
     words = list(_WORD.finditer(text))
     if not words or audio_seconds <= 0:
-        return ()
+        return Alignment((), 1000, "estimate")
     total_ms = audio_seconds * 1000.0
     weights = [len(m.group()) + 1 for m in words]
     scale = total_ms / sum(weights)
-    out: list[WordTimestamp] = []
+    out: list[WordTiming] = []
     start = 0.0
     for m, w in zip(words, weights, strict=True):
         end = start + w * scale
-        out.append(WordTimestamp(m.group(), round(start), round(end), m.start(), m.end(), 0.5))
+        out.append(WordTiming(m.group(), m.start(), m.end(), round(start), round(end), exact=False))
         start = end
-    return tuple(out)
+    return Alignment(tuple(out), 1000, "estimate")
+
+
+def estimate_word_timestamps(text: str, audio_seconds: float) -> tuple[WordTimestamp, ...]:
+    """:func:`estimate_alignment` as PROTOCOL 3.3 words, ``score`` :data:`ESTIMATED_SCORE`."""
+    return alignment_word_timestamps(estimate_alignment(text, audio_seconds))
+
+
+def alignment_word_timestamps(alignment: Alignment) -> tuple[WordTimestamp, ...]:
+    """PROTOCOL 3.3 words of a chunk: 1.0 for exact engine spans, :data:`INTERPOLATED_SCORE`
+    for interpolated ones, :data:`ESTIMATED_SCORE` for estimates."""
+    if alignment.source == "durations":
+        return alignment.word_timestamps(INTERPOLATED_SCORE)
+    return alignment.word_timestamps(ESTIMATED_SCORE)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkWords:
+    """Word timestamps of (part of) the current chunk, relative to the chunk (issue 13).
+
+    From the engine's alignment: emitted before the chunk's audio of those words; an
+    estimate (engines without alignment): emitted after the chunk's audio, before
+    ``ChunkDone``. Char offsets index the chunk text as the client wrote it."""
+
+    words: tuple[WordTimestamp, ...]
+
+
+RunnerEvent: TypeAlias = EncodeEvent | ChunkWords
+"""What :class:`PipelineRunner` reports: the pipeline's events, alignments as words."""
 
 
 class PipelineRunner:
@@ -227,7 +314,7 @@ class PipelineRunner:
         self,
         key: str,
         spec: PipelineSpec,
-        on_event: Callable[[PipelineRunner, EncodeEvent], None],
+        on_event: Callable[[PipelineRunner, RunnerEvent], None],
         on_error: Callable[[PipelineRunner, Exception], None],
     ) -> None:
         self.key = key
@@ -241,7 +328,11 @@ class PipelineRunner:
         self.audio_seconds = 0.0
         """Seconds of audio sent so far."""
         self.chunk_text = ""
-        """Text of the chunk being (or last) spoken, for word timestamps."""
+        """Text of the chunk being (or last) spoken, as the client wrote it."""
+        self.chunk_normalized: NormalizedText | None = None
+        """What the engine speaks for :attr:`chunk_text`, if normalised."""
+        self.chunk_aligned = False
+        """Whether the engine aligned the current chunk (else words are estimated)."""
         self.started = False
         self.disposed = False
         self._on_event = on_event
@@ -300,17 +391,45 @@ class PipelineRunner:
             return
         self._subject.on_next(item)
 
+    @property
+    def wants_words(self) -> bool:
+        """Whether the client asked for word timestamps (PROTOCOL G-9)."""
+        return bool(self.spec.config.word_timestamps)
+
     def _event(self, event: EncodeEvent) -> None:
         if self.disposed:
             return
         if isinstance(event, ChunkStarted):
             self.in_chunk = True
             self.chunk_text = event.text
+            self.chunk_normalized = event.normalized
+            self.chunk_aligned = False
             self.pending_chars = max(0, self.pending_chars - _letters(event.text))
+        elif isinstance(event, BlockAlignment):
+            # Issue 13: the engine's timings go out at once, ahead of the audio they time.
+            self.chunk_aligned = True
+            words = alignment_word_timestamps(event.alignment)
+            if self.wants_words and words:
+                self._on_event(self, ChunkWords(words))
+            return
         elif isinstance(event, ChunkDone):
             self.in_chunk = False
             self.audio_seconds += event.audio_seconds
+            if self.wants_words and not self.chunk_aligned:
+                words = self._estimate(event.audio_seconds)
+                if words and not self.disposed:
+                    self._on_event(self, ChunkWords(words))
+            if self.disposed:
+                return
         self._on_event(self, event)
+
+    def _estimate(self, audio_seconds: float) -> tuple[WordTimestamp, ...]:
+        """Estimated words of the chunk: over the spoken text, mapped to the client's."""
+        norm = self.chunk_normalized
+        if norm is None:
+            return estimate_word_timestamps(self.chunk_text, audio_seconds)
+        spoken = estimate_alignment(norm.text, audio_seconds)
+        return alignment_word_timestamps(original_alignment(spoken, norm))
 
     def _error(self, error: Exception) -> None:
         if not self.disposed:

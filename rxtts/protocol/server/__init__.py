@@ -19,6 +19,26 @@ sent to it: on ``/ws/tts`` the request's ``text``; on ``/ws/tts/stream`` the
 concatenation of the turn's ``text`` values in arrival order (a new turn starts at 0);
 on ``/ws/tts/multi`` the concatenation of the context's ``text`` values.
 
+When they are sent (issue 13, a deliberate change of PROTOCOL 3.3's "sent after that
+audio"): an engine that aligns (piper) knows a sentence's word times before its audio
+is decoded, so the I/O layer calls :meth:`word_timestamps` as soon as the alignment is
+known: between ``generation_started`` and the chunk's first audio frame, and again
+before the audio of each further sentence of the chunk (several ``word_timestamps``
+frames per ``chunk_id`` are possible). A player can then highlight a word the moment
+it is heard. Times still count from the turn/request/context's first sample and
+``chunk_offset_ms`` is fixed at ``chunk_started``, so they do not depend on how much
+audio was sent. Estimates (engines without alignment, ``score`` 0.5) need the chunk's
+length and stay after its audio, before ``chunk_complete``. Compatibility, checked
+against the unchanged kugelaudio 2.7.0 SDK (``tests/test_server_words.py``): every PY
+receive loop (``tts.stream``/``stream_async``/``generate``, ``StreamingSession``,
+``MultiContextSession``) handles ``word_timestamps`` wherever it arrives and never ends
+a turn on it, so "before" holds on all three endpoints, ``/ws/tts`` included.
+
+Normalised chunks (``normalize``, default true): the engine speaks the normalised text,
+but ``generation_started.text`` is the chunk as the client wrote it, and the pipeline
+hands this machine words already mapped back to it (``"$3.50"`` is one word), so the
+rebase below is unchanged.
+
 Billing (PROTOCOL M-7a): ``usage`` of a gracefully ended turn/context counts all its
 audio (all of it is sent before the terminal frame); a context closed ``immediate``
 bills only the audio the I/O layer reported written (:meth:`MultiServer.audio_sent`);
