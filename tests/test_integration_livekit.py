@@ -176,7 +176,9 @@ else:
 
     def test_aligned_transcript_capability(server: RunningServer) -> None:
         async def main() -> None:
-            assert TTS(url=server.url).capabilities.aligned_transcript is False  # estimates
+            assert TTS(url=server.url).capabilities.aligned_transcript is False  # engine unknown
+            assert TTS(engine="tone").capabilities.aligned_transcript is False  # estimates
+            assert TTS(engine="piper").capabilities.aligned_transcript is True  # piper's durations
             assert TTS(api_key="eu-some-key", voice_id=1).capabilities.aligned_transcript is True
             assert TTS(url=server.url, aligned_transcript=True).capabilities.aligned_transcript is True
             tts = TTS(url=server.url)

