@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=ENGINE_NAMES, default=None, help="default: piper if installed")
     p.add_argument("--api-key", default=None, help=f"require this key (default: ${API_KEY_ENV})")
     p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help=f"run without a key even if ${API_KEY_ENV} is set (an empty key is an error)",
+    )
+    p.add_argument(
         "--price-cents-per-minute",
         type=float,
         default=0.0,
@@ -95,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
         options = ServerOptions(
-            api_key=args.api_key or api_key_from_env(),
+            api_key=None if args.no_auth else api_key_from_env() if args.api_key is None else args.api_key,
             price_cents_per_minute=args.price_cents_per_minute,
             idle_flush_seconds=args.idle_flush_seconds,
             inactivity_timeout=args.inactivity_timeout,
