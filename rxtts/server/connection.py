@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, ClassVar
 
@@ -58,7 +60,12 @@ from rxtts.protocol.server import (
     TtsServer,
 )
 from rxtts.server.output import OutputQueue, QueuedFrame
-from rxtts.server.pipeline import PipelineRunner, PipelineSpec, estimate_word_timestamps
+from rxtts.server.pipeline import (
+    DEFAULT_MAX_BUFFER_LENGTH,
+    PipelineRunner,
+    PipelineSpec,
+    estimate_word_timestamps,
+)
 from rxtts.server.socket import ServerSocket, SocketClosed
 
 if TYPE_CHECKING:
@@ -78,8 +85,72 @@ def _text_of(frame: ClientFrame) -> str:
     return frame.text if isinstance(frame, TextFrame | TtsRequest) else ""
 
 
-def _letters(text: str) -> int:
-    return len(text) - sum(c.isspace() for c in text)
+_SPACE_RUN = re.compile(r"\s{2,}")
+
+
+def _one_space(run: re.Match[str]) -> str:
+    newlines = run.group().count("\n")
+    return "\n\n" if newlines >= 2 else "\n" if newlines else " "
+
+
+def collapse_whitespace(text: str) -> str:
+    """Runs of whitespace as one character (a paragraph break stays ``\n\n``).
+
+    Issue 11: 150 MB of spaces were accepted into one turn, uncounted and billed as
+    150,000,005 characters. Whitespace is collapsed on arrival, so the turn holds, counts
+    and bills what is spoken; every character left counts toward the buffer limit.
+    """
+    return _SPACE_RUN.sub(_one_space, text) if len(text) > 1 else text
+
+
+def _collapsed(frame: ClientFrame) -> ClientFrame:
+    """``frame`` with the whitespace runs of its text collapsed."""
+    if isinstance(frame, TextFrame | TtsRequest) and len(frame.text) > 1:
+        text = collapse_whitespace(frame.text)
+        if text != frame.text:
+            return dataclasses.replace(frame, text=text)
+    return frame
+
+
+MAX_WORD_CHARS = 50
+"""Longer words are cut into pieces of this many characters on arrival (issue 11: one
+100 KB word was one engine chunk: 1.3 GB in piper, 20 s of head-of-line blocking)."""
+_PIECES = re.compile(r"\s+|\S+")
+
+
+def split_long_words(text: str, run: int = 0) -> tuple[str, int]:
+    """``text`` with a space after every :data:`MAX_WORD_CHARS` characters of one word.
+
+    ``run``: characters of the word the previous frame ended in (LLM tokens split words
+    over frames). Returns the text and the run it ends in.
+    """
+    out: list[str] = []
+    for piece in _PIECES.findall(text):
+        if piece[0].isspace():
+            out.append(piece)
+            run = 0
+            continue
+        while run + len(piece) > MAX_WORD_CHARS:
+            take = MAX_WORD_CHARS - run
+            out += [piece[:take], " "]
+            piece, run = piece[take:], 0
+        out.append(piece)
+        run += len(piece)
+    return "".join(out), run
+
+
+def clamp_config(config: WireConfig, max_chunk_chars: int) -> WireConfig:
+    """``max_buffer_length`` and schedule steps capped at the server's chunk limit.
+
+    Issue 11: a client ``max_buffer_length`` of 10,000 made piper take 2.6 GB for one
+    chunk; the server owns scheduling (PROTOCOL 10), so it bounds what one chunk may be.
+    """
+    limit = max_chunk_chars
+    length = min(config.max_buffer_length or DEFAULT_MAX_BUFFER_LENGTH, limit)
+    schedule = config.chunk_length_schedule
+    if schedule is not None:
+        schedule = tuple(min(step, limit) for step in schedule)
+    return dataclasses.replace(config, max_buffer_length=length, chunk_length_schedule=schedule)
 
 
 def error_frame(exc: ProtocolError, context_id: str | None) -> ErrorFrame:
@@ -108,6 +179,8 @@ class Connection:
         """Per pipeline: True while it has nothing to make or send (S-8a)."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._close_after: tuple[int, str] | None = None
+        self._word_runs: dict[str, int] = {}
+        """Per pipeline: characters of the word its last text ended in."""
         self.draining = False
         """G-11: close 1012 once no turn/context work is left."""
         opts = app.options
@@ -204,6 +277,7 @@ class Connection:
             # DESIGN 7: malformed JSON, unknown keys, binary frames: an error, socket lives.
             self.send_error(exc, None)
             return
+        frame = _collapsed(frame)
         context_id = getattr(frame, "context_id", None)
         try:
             refusal = self.check(frame)
@@ -217,6 +291,12 @@ class Connection:
             log.exception("failed to handle a %s frame", type(frame).__name__)
             err = ProtocolError("internal server error", error_code="INTERNAL_ERROR", status=500)
             self.send_error(err, context_id)
+
+    def _words_cut(self, key: str, text: str) -> str:
+        """Over-long words cut, also across frames, before the text reaches the pipeline
+        (issue 11, DESIGN 7); the machine saw and bills the text as sent."""
+        cut, self._word_runs[key] = split_long_words(text, self._word_runs.get(key, 0))
+        return cut
 
     def send_error(self, exc: ProtocolError, context_id: str | None) -> None:
         self.execute(self.refuse(error_frame(exc, context_id)))
@@ -238,7 +318,7 @@ class Connection:
         if text:
             held = self.buffered_chars(frame)
             limit = self.app.options.max_buffered_chars
-            if held + _letters(text) > limit:
+            if held + len(text) > limit:
                 # DESIGN 7: never drop accepted text silently: refuse it, say so.
                 return _refusal(
                     f"text refused: this would buffer more than {limit} unspoken characters "
@@ -260,7 +340,7 @@ class Connection:
                         self.loop.call_soon(runner.start)  # after the frames just queued
                 case AppendText(key=key, text=text):
                     if (runner := self.runners.get(key)) is not None:
-                        runner.push(text)
+                        runner.push(self._words_cut(key, text))
                 case Flush(key=key):
                     if (runner := self.runners.get(key)) is not None:
                         runner.push(FLUSH)
@@ -292,8 +372,8 @@ class Connection:
         spec = PipelineSpec(
             self.app.engine,
             self.app.voice(config.voice_id),
-            config,
-            self.app.executor,
+            clamp_config(config, self.app.options.max_chunk_chars),
+            self.app.executor.lane(self),  # fair between connections, first chunks first
             self.scheduler,
             self.app.options.frame_ms,
             gate=self.output.output_open,
@@ -316,6 +396,8 @@ class Connection:
         live = self.live_keys()
         for key in [k for k in self.runners if k not in live]:
             self.runners.pop(key).dispose()
+        for key in [k for k in self._word_runs if k not in live]:
+            del self._word_runs[key]
         for key in [k for k in self.idle if k not in live]:
             self.idle.pop(key).on_completed()
         self.output.expire_clocks()
