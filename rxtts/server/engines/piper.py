@@ -37,9 +37,13 @@ importing rxtts never pulls them in.
   resamples (streaming soxr) from ``sr * f`` to ``sr``: duration is back to normal, pitch
   (and formants) are multiplied by f. That is how 1072 "Jo (bright)" and 1073 "Joe
   (deep)" are made from the one bundled model; their word times are divided by f.
-- Very long sentences: no cap. The frontend is super-linear in phonemes, but sentences
-  reach the engine already bounded by ``chunk_schedule`` (DESIGN section 6); the benchmark
-  reports the frontend time for long inputs.
+- Caps per call (issue 11: one 2,000-character chunk took 1.3 GB, ~1.25 MB per
+  character of one inference): words over :data:`MAX_WORD_CHARS` are cut, a sentence
+  over :data:`MAX_PHONEMES` is synthesised in pieces cut at word gaps, and a call yields
+  at most :data:`MAX_AUDIO_SECONDS`. The server also clamps chunks to 500 characters.
+- Seams: the silence before the first word and after the last one of a call is capped
+  (:data:`LEAD_SILENCE_S`, :data:`TAIL_SILENCE_S` by the chunk's final mark), so the pause
+  between two chunks sounds like their punctuation; pauses inside a call are the model's.
 """
 
 from __future__ import annotations
