@@ -240,6 +240,8 @@ def test_client_chunk_sizes_are_clamped_to_the_server_limit():
     cfg = clamp_config(WireConfig(max_buffer_length=10_000, chunk_length_schedule=(50, 5000)), 500)
     assert cfg.max_buffer_length == 500 and cfg.chunk_length_schedule == (50, 500)
     assert clamp_config(WireConfig(), 500).max_buffer_length == 500
+    big = WireConfig(chunk_length_schedule=(265, 2**31, 2**53 + 1, 10**30))
+    assert clamp_config(big, 500).chunk_length_schedule == (265, 500)  # still increasing
     assert ServerOptions().max_chunk_chars == 500
 
 

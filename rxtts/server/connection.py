@@ -148,8 +148,9 @@ def clamp_config(config: WireConfig, max_chunk_chars: int) -> WireConfig:
     limit = max_chunk_chars
     length = min(config.max_buffer_length or DEFAULT_MAX_BUFFER_LENGTH, limit)
     schedule = config.chunk_length_schedule
-    if schedule is not None:
-        schedule = tuple(min(step, limit) for step in schedule)
+    if schedule is not None:  # still strictly increasing: steps past the limit become one
+        below = tuple(step for step in schedule if step < limit)
+        schedule = (*below, limit) if len(below) < len(schedule) else below
     return dataclasses.replace(config, max_buffer_length=length, chunk_length_schedule=schedule)
 
 
