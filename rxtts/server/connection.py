@@ -6,6 +6,13 @@ this module owns only time (timers, ``now``), synthesis pipelines and the send q
 (:mod:`rxtts.server.output`). All state lives on the event loop thread; engines run on
 the app's thread pool (:mod:`rxtts.server.pipeline`).
 
+Hostile input (issue 11, DESIGN 7): whitespace runs are collapsed on arrival (a turn
+holds, counts and bills what is spoken; every remaining character counts toward the
+limit below), words over 50 characters are cut before the pipeline (billing counts the
+text as sent), client ``max_buffer_length``/``chunk_length_schedule`` are clamped to
+``max_chunk_chars`` (500), and each pipeline submits engine jobs through its own lane of
+the fair engine pool (:class:`~rxtts.server.options.CountingExecutor`).
+
 Input backpressure: text not yet handed to the engine is limited to
 ``max_buffered_chars`` per socket on ``/ws/tts`` and ``/ws/tts/stream`` (every queued
 request/turn counts) and per context on ``/ws/tts/multi``; more is refused with
@@ -338,7 +345,7 @@ class Connection:
                     self.open(key, config, start)
                 case StartPipeline(key=key):
                     if (runner := self.runners.get(key)) is not None:
-                        self.loop.call_soon(runner.start)  # after the frames just queued
+                        self.loop.call_soon(self._start, runner)  # after the frames just queued
                 case AppendText(key=key, text=text):
                     if (runner := self.runners.get(key)) is not None:
                         runner.push(self._words_cut(key, text))
@@ -387,7 +394,15 @@ class Connection:
         self.runners[key] = runner
         self.idle[key] = idle
         if start:
+            self._start(runner)
+
+    def _start(self, runner: PipelineRunner) -> None:
+        """Start a pipeline; one that cannot be built fails its turn/context with an error
+        instead of leaving it open forever (found by fuzzing, issue 11)."""
+        try:
             runner.start()
+        except Exception as exc:  # e.g. a config the operators refuse
+            self._on_error(runner, exc)
 
     def live_keys(self) -> set[str]:
         return {k for k, p in self.machine.pipelines.items() if p.live}

@@ -120,12 +120,14 @@ MAX_AUDIO_SECONDS = 120.0
 """Audio per ``synthesize`` call at most (a chunk is <= 500 characters, ~40 s of speech)."""
 LEAD_SILENCE_S = 0.15
 """Leading engine silence of a chunk kept at most."""
-TAIL_SILENCE_S = {".": 0.25, "!": 0.25, "?": 0.25, ",": 0.15, ";": 0.15, ":": 0.15}
+TAIL_SILENCE_S = {".": 0.35, "!": 0.35, "?": 0.35, ",": 0.2, ";": 0.2, ":": 0.2}
 """Trailing engine silence kept after a chunk ending in this mark; other endings keep
 :data:`TAIL_SILENCE_DEFAULT_S`. Measured on joe at speed 1 (-50/-60 dBFS): leads 23-64 ms,
-tails 107-308 ms; at speed 0.5 both double, so a chunk seam could reach ~0.8 s (issue 11).
-The caps keep a natural pause: the seam between two chunks is at most tail + lead."""
-TAIL_SILENCE_DEFAULT_S = 0.10
+tails 107-308 ms (after a comma <= 186 ms); at speed 0.5 both double, and a chunk seam
+reached ~0.65 s (issue 11). The caps sit just above natural speech, so they cut only such
+overlong pauses: the seam between two chunks is at most tail + lead. When a tail is cut,
+the last word's ``end_sample`` (the pause belongs to it) may pass the audio by the cut."""
+TAIL_SILENCE_DEFAULT_S = 0.15
 _SILENCE_DBFS = -50.0
 _LONG_WORD = re.compile(rf"\S{{{MAX_WORD_CHARS + 1},}}")
 
