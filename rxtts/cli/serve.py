@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=ENGINE_NAMES, default=None, help="engine; None = piper if installed")
     p.add_argument("--api-key", default=None, help=f"require this key; None = ${API_KEY_ENV} or open")
     p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help=f"run without a key even if ${API_KEY_ENV} is set (an empty key is an error)",
+    )
+    p.add_argument(
         "--price-cents-per-minute",
         type=float,
         default=0.0,
@@ -203,7 +208,7 @@ def _serve_one(args: argparse.Namespace, plan: ThreadPlan) -> int:
     log.info("%s", plan.describe())
     try:
         options = ServerOptions(
-            api_key=args.api_key or api_key_from_env(),
+            api_key=None if args.no_auth else api_key_from_env() if args.api_key is None else args.api_key,
             price_cents_per_minute=args.price_cents_per_minute,
             idle_flush_seconds=args.idle_flush_seconds,
             inactivity_timeout=args.inactivity_timeout,

@@ -38,6 +38,7 @@ from rxtts.server.auth import (
     json_response,
     key_matches,
     query_key,
+    raw_query,
     redact_keys,
 )
 from rxtts.server.connection import CONNECTIONS, RESTART_CODE, Connection, MultiConnection
@@ -215,7 +216,8 @@ class TtsApp:
         if url.path == "/metrics":
             return _plain(200, self.metrics.render(), CONTENT_TYPE)
         if url.path in _WS_PATHS and is_upgrade:
-            if self.options.api_key is not None and not key_matches(self.options.api_key, query_key(query)):
+            key = query_key(raw_query(url.query))  # raw: the SDKs send "+" unencoded
+            if self.options.api_key is not None and not key_matches(self.options.api_key, key):
                 # PROTOCOL G-2: a bad key is refused before the upgrade; the SDKs map 401
                 # to AuthenticationError.
                 self.metrics.refused("unauthorized", "http_401")
@@ -230,7 +232,7 @@ class TtsApp:
                 return error_response(503, "server at capacity, try again later", "MODEL_UNAVAILABLE", retry)
             return None
         if self.options.api_key is not None:
-            given = header_key(request.headers) or query_key(query)
+            given = header_key(request.headers) or query_key(raw_query(url.query))
             if not key_matches(self.options.api_key, given):
                 return error_response(401, "invalid or missing API key", "UNAUTHORIZED")
         return self._rest(url.path, query)
@@ -242,12 +244,15 @@ class TtsApp:
             return self._voices(query)
         if path.startswith("/v1/voices/"):
             raw = path.removeprefix("/v1/voices/")
-            if raw.isdigit() and int(raw) in self.catalogue:
+            # ASCII digits of a sane length only: int() of 5000 digits raises (was a 500).
+            if raw.isascii() and raw.isdigit() and len(raw) <= 18 and int(raw) in self.catalogue:
                 voice = self.catalogue.get(int(raw)).to_json()
                 detail = {"generative_voice_description": None, "pending_verification": False}
                 return json_response(200, voice | detail)
-            return error_response(404, f"voice {raw!r} not found", "NOT_FOUND")
-        return error_response(404, f"no such endpoint: {path}", "NOT_FOUND")
+            shown = raw if len(raw) <= 40 else raw[:40] + "..."
+            return error_response(404, f"voice {shown!r} not found", "NOT_FOUND")
+        shown = path if len(path) <= 80 else path[:80] + "..."
+        return error_response(404, f"no such endpoint: {shown}", "NOT_FOUND")
 
     def _voices(self, query: Mapping[str, list[str]]) -> Response:
         try:

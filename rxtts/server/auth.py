@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote
 
 from websockets.datastructures import Headers
 from websockets.http11 import Response
@@ -23,13 +24,15 @@ __all__ = [
     "json_response",
     "key_matches",
     "query_key",
+    "raw_query",
     "redact_keys",
+    "redact_text",
 ]
 
 API_KEY_ENV = "RXTTS_API_KEY"
 """Environment variable read by ``rxtts serve`` when ``--api-key`` is absent."""
 _AUTH_PARAMS = ("api_key", "token", "master_key")
-_SECRET_PARAM = re.compile(r"\b(api_key|token|master_key)=[^&\s#]*", re.IGNORECASE)
+_QUERY_PARAM = re.compile(r"(?<![\w%])([\w%.~-]+)=([^&\s#\"']*)")
 _SECRET_HEADER = re.compile(r"^([<>] (?:authorization|x-api-key):).*$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -42,10 +45,28 @@ class _RedactKeys(logging.Filter):
             message = record.getMessage()
         except Exception:  # a malformed record: leave it to the handler
             return True
-        redacted = _SECRET_HEADER.sub(r"\1 ***", _SECRET_PARAM.sub(r"\1=***", message))
+        redacted = redact_text(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
+        if record.exc_info and not record.exc_text:
+            # A traceback's frames and messages may hold a URL with the key (any level).
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
         return True
+
+
+def _hide_param(match: re.Match[str]) -> str:
+    name = match.group(1)
+    return f"{name}=***" if unquote(name).lower() in _AUTH_PARAMS else match.group(0)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with auth query values (also percent-encoded names such as ``api%5Fkey``)
+    and ``Authorization``/``X-API-Key`` header values replaced by ``***``."""
+    return _SECRET_HEADER.sub(r"\1 ***", _QUERY_PARAM.sub(_hide_param, text))
 
 
 def redact_keys(logger: logging.Logger) -> None:
@@ -54,8 +75,29 @@ def redact_keys(logger: logging.Logger) -> None:
 
 
 def api_key_from_env() -> str | None:
-    """``RXTTS_API_KEY`` if set and non-empty."""
-    return os.environ.get(API_KEY_ENV) or None
+    """``RXTTS_API_KEY`` if set (``None`` if unset).
+
+    An empty value is returned as ``""``, which :class:`ServerOptions` refuses: an
+    empty key must not silently turn auth off (``rxtts serve --no-auth`` does that).
+    """
+    return os.environ.get(API_KEY_ENV)
+
+
+def raw_query(query: str) -> dict[str, list[str]]:
+    """Query parameters as the SDKs send keys: raw, so ``+`` stays ``+``.
+
+    ``parse_qs`` decodes ``+`` to a space (form encoding); the official SDKs put the key
+    into the URL unencoded, so a key with ``+``, ``/`` or ``=`` must survive as is. Names
+    and values are percent-decoded (``api%5Fkey``, ``%2B``); a value keeps every ``=``
+    after the first one.
+    """
+    out: dict[str, list[str]] = {}
+    for part in query.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        out.setdefault(unquote(name), []).append(unquote(value))
+    return out
 
 
 def json_response(status: int, body: Mapping[str, Any], extra: Iterable[tuple[str, str]] = ()) -> Response:

@@ -6,6 +6,13 @@ this module owns only time (timers, ``now``), synthesis pipelines and the send q
 (:mod:`rxtts.server.output`). All state lives on the event loop thread; engines run on
 the app's thread pool (:mod:`rxtts.server.pipeline`).
 
+Hostile input (issue 11, DESIGN 7): whitespace runs are collapsed on arrival (a turn
+holds, counts and bills what is spoken; every remaining character counts toward the
+limit below), words over 50 characters are cut before the pipeline (billing counts the
+text as sent), client ``max_buffer_length``/``chunk_length_schedule`` are clamped to
+``max_chunk_chars`` (500), and each pipeline submits engine jobs through its own lane of
+the fair engine pool (:class:`~rxtts.server.options.CountingExecutor`).
+
 Input backpressure: text not yet handed to the engine is limited to
 ``max_buffered_chars`` per socket on ``/ws/tts`` and ``/ws/tts/stream`` (every queued
 request/turn counts) and per context on ``/ws/tts/multi``; more is refused with
@@ -16,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, ClassVar
 
@@ -58,7 +67,13 @@ from rxtts.protocol.server import (
     TtsServer,
 )
 from rxtts.server.output import OutputQueue, QueuedFrame
-from rxtts.server.pipeline import ChunkWords, PipelineRunner, PipelineSpec, RunnerEvent
+from rxtts.server.pipeline import (
+    DEFAULT_MAX_BUFFER_LENGTH,
+    ChunkWords,
+    PipelineRunner,
+    PipelineSpec,
+    RunnerEvent,
+)
 from rxtts.server.socket import ServerSocket, SocketClosed
 
 if TYPE_CHECKING:
@@ -78,8 +93,73 @@ def _text_of(frame: ClientFrame) -> str:
     return frame.text if isinstance(frame, TextFrame | TtsRequest) else ""
 
 
-def _letters(text: str) -> int:
-    return len(text) - sum(c.isspace() for c in text)
+_SPACE_RUN = re.compile(r"\s{2,}")
+
+
+def _one_space(run: re.Match[str]) -> str:
+    newlines = run.group().count("\n")
+    return "\n\n" if newlines >= 2 else "\n" if newlines else " "
+
+
+def collapse_whitespace(text: str) -> str:
+    """Runs of whitespace as one character (a paragraph break stays ``\n\n``).
+
+    Issue 11: 150 MB of spaces were accepted into one turn, uncounted and billed as
+    150,000,005 characters. Whitespace is collapsed on arrival, so the turn holds, counts
+    and bills what is spoken; every character left counts toward the buffer limit.
+    """
+    return _SPACE_RUN.sub(_one_space, text) if len(text) > 1 else text
+
+
+def _collapsed(frame: ClientFrame) -> ClientFrame:
+    """``frame`` with the whitespace runs of its text collapsed."""
+    if isinstance(frame, TextFrame | TtsRequest) and len(frame.text) > 1:
+        text = collapse_whitespace(frame.text)
+        if text != frame.text:
+            return dataclasses.replace(frame, text=text)
+    return frame
+
+
+MAX_WORD_CHARS = 50
+"""Longer words are cut into pieces of this many characters on arrival (issue 11: one
+100 KB word was one engine chunk: 1.3 GB in piper, 20 s of head-of-line blocking)."""
+_PIECES = re.compile(r"\s+|\S+")
+
+
+def split_long_words(text: str, run: int = 0) -> tuple[str, int]:
+    """``text`` with a space after every :data:`MAX_WORD_CHARS` characters of one word.
+
+    ``run``: characters of the word the previous frame ended in (LLM tokens split words
+    over frames). Returns the text and the run it ends in.
+    """
+    out: list[str] = []
+    for piece in _PIECES.findall(text):
+        if piece[0].isspace():
+            out.append(piece)
+            run = 0
+            continue
+        while run + len(piece) > MAX_WORD_CHARS:
+            take = MAX_WORD_CHARS - run
+            out += [piece[:take], " "]
+            piece, run = piece[take:], 0
+        out.append(piece)
+        run += len(piece)
+    return "".join(out), run
+
+
+def clamp_config(config: WireConfig, max_chunk_chars: int) -> WireConfig:
+    """``max_buffer_length`` and schedule steps capped at the server's chunk limit.
+
+    Issue 11: a client ``max_buffer_length`` of 10,000 made piper take 2.6 GB for one
+    chunk; the server owns scheduling (PROTOCOL 10), so it bounds what one chunk may be.
+    """
+    limit = max_chunk_chars
+    length = min(config.max_buffer_length or DEFAULT_MAX_BUFFER_LENGTH, limit)
+    schedule = config.chunk_length_schedule
+    if schedule is not None:  # still strictly increasing: steps past the limit become one
+        below = tuple(step for step in schedule if step < limit)
+        schedule = (*below, limit) if len(below) < len(schedule) else below
+    return dataclasses.replace(config, max_buffer_length=length, chunk_length_schedule=schedule)
 
 
 def error_frame(exc: ProtocolError, context_id: str | None) -> ErrorFrame:
@@ -108,6 +188,8 @@ class Connection:
         """Per pipeline: True while it has nothing to make or send (S-8a)."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._close_after: tuple[int, str] | None = None
+        self._word_runs: dict[str, int] = {}
+        """Per pipeline: characters of the word its last text ended in."""
         self.draining = False
         """G-11: close 1012 once no turn/context work is left."""
         opts = app.options
@@ -204,6 +286,7 @@ class Connection:
             # DESIGN 7: malformed JSON, unknown keys, binary frames: an error, socket lives.
             self.send_error(exc, None)
             return
+        frame = _collapsed(frame)
         context_id = getattr(frame, "context_id", None)
         try:
             refusal = self.check(frame)
@@ -217,6 +300,12 @@ class Connection:
             log.exception("failed to handle a %s frame", type(frame).__name__)
             err = ProtocolError("internal server error", error_code="INTERNAL_ERROR", status=500)
             self.send_error(err, context_id)
+
+    def _words_cut(self, key: str, text: str) -> str:
+        """Over-long words cut, also across frames, before the text reaches the pipeline
+        (issue 11, DESIGN 7); the machine saw and bills the text as sent."""
+        cut, self._word_runs[key] = split_long_words(text, self._word_runs.get(key, 0))
+        return cut
 
     def send_error(self, exc: ProtocolError, context_id: str | None) -> None:
         self.execute(self.refuse(error_frame(exc, context_id)))
@@ -238,7 +327,7 @@ class Connection:
         if text:
             held = self.buffered_chars(frame)
             limit = self.app.options.max_buffered_chars
-            if held + _letters(text) > limit:
+            if held + len(text) > limit:
                 # DESIGN 7: never drop accepted text silently: refuse it, say so.
                 return _refusal(
                     f"text refused: this would buffer more than {limit} unspoken characters "
@@ -257,10 +346,10 @@ class Connection:
                     self.open(key, config, start)
                 case StartPipeline(key=key):
                     if (runner := self.runners.get(key)) is not None:
-                        self.loop.call_soon(runner.start)  # after the frames just queued
+                        self.loop.call_soon(self._start, runner)  # after the frames just queued
                 case AppendText(key=key, text=text):
                     if (runner := self.runners.get(key)) is not None:
-                        runner.push(text)
+                        runner.push(self._words_cut(key, text))
                 case Flush(key=key):
                     if (runner := self.runners.get(key)) is not None:
                         runner.push(FLUSH)
@@ -292,8 +381,8 @@ class Connection:
         spec = PipelineSpec(
             self.app.engine,
             self.app.voice(config.voice_id),
-            config,
-            self.app.executor,
+            clamp_config(config, self.app.options.max_chunk_chars),
+            self.app.executor.lane(self),  # fair between connections, first chunks first
             self.scheduler,
             self.app.options.frame_ms,
             gate=self.output.output_open,
@@ -306,7 +395,15 @@ class Connection:
         self.runners[key] = runner
         self.idle[key] = idle
         if start:
+            self._start(runner)
+
+    def _start(self, runner: PipelineRunner) -> None:
+        """Start a pipeline; one that cannot be built fails its turn/context with an error
+        instead of leaving it open forever (found by fuzzing, issue 11)."""
+        try:
             runner.start()
+        except Exception as exc:  # e.g. a config the operators refuse
+            self._on_error(runner, exc)
 
     def live_keys(self) -> set[str]:
         return {k for k, p in self.machine.pipelines.items() if p.live}
@@ -316,6 +413,8 @@ class Connection:
         live = self.live_keys()
         for key in [k for k in self.runners if k not in live]:
             self.runners.pop(key).dispose()
+        for key in [k for k in self._word_runs if k not in live]:
+            del self._word_runs[key]
         for key in [k for k in self.idle if k not in live]:
             self.idle.pop(key).on_completed()
         self.output.expire_clocks()

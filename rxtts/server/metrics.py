@@ -83,14 +83,15 @@ class TimedExecutor(CountingExecutor):
         self.busy_seconds = 0.0
         """Engine-thread seconds spent in finished jobs."""
 
-    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+    def _put(self, owner: object, urgency: int, job: Callable[[], _T]) -> Future[_T]:
+        # Every job passes here, whether submitted directly or through a fair lane.
         def timed() -> _T:
             start = time.monotonic()
             token = id(threading.current_thread())
             with self._time_lock:
                 self._running[token] = start
             try:
-                return fn(*args, **kwargs)
+                return job()
             finally:
                 end = time.monotonic()
                 with self._time_lock:
@@ -100,7 +101,7 @@ class TimedExecutor(CountingExecutor):
                     while self._finished and self._finished[0][1] < end - BUSY_WINDOW_S:
                         self._finished.popleft()
 
-        return super().submit(timed)
+        return super()._put(owner, urgency, timed)
 
     def busy_ratio(self, window: float = BUSY_WINDOW_S) -> float:
         """Fraction of the pool's thread time spent in engine calls over the last ``window`` s."""

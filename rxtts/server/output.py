@@ -3,11 +3,14 @@
 One writer task takes frames off the queue in the order the machine produced them
 (within a lane) and writes them to the :class:`~rxtts.server.socket.ServerSocket`.
 
-- Pacing: audio of a pipeline leaves at most ``max_lead`` seconds ahead of real-time
-  playback, estimated by a virtual clock per pace key (stream: one per socket, multi: one
-  per context), so a cancel leaves little audio in flight (PROTOCOL S-5, M-7).
+- Pacing: the public :func:`rxtts.operators.pace` operator, one per lane (stream: one
+  per socket, multi: one per context), on the connection's scheduler: audio of a
+  pipeline leaves at most ``max_lead`` seconds ahead of real-time playback, so a cancel
+  leaves little audio in flight (PROTOCOL S-5, M-7). A purge disposes the lane's pacer,
+  which drops its held frames at once (barge-in) and restarts its clock.
 - Lanes: a frame held back by pacing holds back the rest of its lane only (multi: one lane
-  per context, PROTOCOL 6.1, M-5); frames without a lane overtake nothing.
+  per context, PROTOCOL 6.1, M-5); frames without a lane overtake nothing: they, and
+  everything after them, wait until every pacer is empty.
 - Purge: unsent frames tagged with a pipeline key are dropped on cancel (S-5, M-7a).
 - Backpressure: :meth:`OutputQueue.output_open` is False while the queue holds
   ``max_queued_bytes`` (engine jobs wait), :attr:`OutputQueue.reading` clears at twice
@@ -19,11 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from reactivex import abc
+from reactivex.scheduler.eventloop import AsyncIOScheduler
+from reactivex.subject import Subject
+
+from rxtts.operators.pace import pace
 from rxtts.server.socket import Abortable, ServerSocket, SocketClosed
 
 __all__ = ["OutputQueue", "QueuedFrame"]
@@ -52,6 +61,26 @@ class _Close:
     reason: str
 
 
+class _Lane:
+    """One pacer: frames go in through ``subject``; ``inside`` mirrors what it holds."""
+
+    def __init__(self) -> None:
+        self.subject: Subject[QueuedFrame] = Subject()
+        self.inside: deque[QueuedFrame] = deque()
+        self.subscription: abc.DisposableBase | None = None
+        self.audio_end = 0.0
+        """When the audio sent so far ends playing (loop time), to forget idle lanes."""
+
+
+def _paced_seconds(item: QueuedFrame) -> float:
+    return item.seconds if item.key is not None else 0.0
+
+
+@dataclass(slots=True)
+class _Held:
+    items: deque[QueuedFrame | _Close] = field(default_factory=deque)
+
+
 class OutputQueue:
     """The ordered, paced writer of one connection."""
 
@@ -67,7 +96,10 @@ class OutputQueue:
         on_sent: Callable[[QueuedFrame], None],
         on_gate_open: Callable[[], None],
         on_close: Callable[[], None],
+        scheduler: abc.SchedulerBase | None = None,
     ) -> None:
+        """``scheduler`` runs the pacers' timers (default: the running loop; a
+        ``TestScheduler`` gives virtual time)."""
         self._sock = sock
         self._max_lead = max_lead
         self._interleaved = interleaved
@@ -78,9 +110,13 @@ class OutputQueue:
         self._on_gate_open = on_gate_open
         self._on_close = on_close
         self._loop = asyncio.get_running_loop()
+        self._scheduler = scheduler or AsyncIOScheduler(self._loop)
         self._out: deque[QueuedFrame | _Close] = deque()
+        """Ready to write, in order."""
+        self._lanes: dict[str, _Lane] = {}
+        self._held = _Held()
+        """Frames behind a lane-less frame (a barrier) that waits for every pacer."""
         self._per_key: Counter[str] = Counter()
-        self._play_end: dict[str, float] = {}
         self._wakeup = asyncio.Event()
         self._queued_bytes = 0
         self._gate_closed = False
@@ -94,22 +130,25 @@ class OutputQueue:
 
     def put(self, item: QueuedFrame) -> None:
         """Queue a frame."""
-        self._out.append(item)
         if item.key is not None:
             self._per_key[item.key] += 1
         self._queued_bytes += len(item.text)
+        self._route(item)
         self._flow()
-        self._wakeup.set()
 
     def close_after(self, code: int, reason: str = "") -> None:
         """Close the socket once everything queued before is sent."""
         self.closing = True
-        self._out.append(_Close(code, reason))
-        self._wakeup.set()
+        self._route(_Close(code, reason))
+
+    def held_back(self) -> int:
+        """Frames waiting for pacing (in a pacer or behind a barrier)."""
+        return sum(len(lane.inside) for lane in self._lanes.values()) + len(self._held.items)
 
     def queued(self) -> list[QueuedFrame]:
         """Frames waiting to be written."""
-        return [o for o in self._out if isinstance(o, QueuedFrame)]
+        items = [*self._out, *(f for lane in self._lanes.values() for f in lane.inside), *self._held.items]
+        return [o for o in items if isinstance(o, QueuedFrame)]
 
     def pending(self, key: str) -> bool:
         """Whether a frame of pipeline ``key`` waits to be written."""
@@ -120,27 +159,48 @@ class OutputQueue:
         return any(n > 0 for n in self._per_key.values())
 
     def purge(self, keys: frozenset[str] | None) -> None:
-        """Drop unsent frames of these pipelines (``None``: all pipeline frames) (S-5, M-7a)."""
+        """Drop unsent frames of these pipelines (``None``: all pipeline frames) (S-5, M-7a).
+
+        The pacers of those pipelines are disposed (their held audio goes at once) and
+        restarted with a fresh clock: the client stops playback on barge-in, its buffer
+        is empty again. Frames of other pipelines they held are queued again in order.
+        """
 
         def drop(o: QueuedFrame | _Close) -> bool:
             return isinstance(o, QueuedFrame) and o.key is not None and (keys is None or o.key in keys)
 
-        if any(drop(o) for o in self._out):
-            self._out = deque(o for o in self._out if not drop(o))
-            self._per_key = Counter(o.key for o in self._out if isinstance(o, QueuedFrame) and o.key)
-            self._queued_bytes = sum(len(o.text) for o in self._out if isinstance(o, QueuedFrame))
-            self._wakeup.set()
-            self._flow()
-        # The client stops playback on barge-in: its buffer is empty again.
-        if keys is None:
-            self._play_end.clear()
-        else:
-            for key in keys:
-                self._play_end.pop(self._pace_key(key), None)
+        names = set(self._lanes) if keys is None else {self._lane_of_key(k) for k in keys}
+        names |= {n for n, lane in self._lanes.items() if any(drop(f) for f in lane.inside)}
+        survivors: dict[str, list[QueuedFrame]] = {}
+        for name in names & set(self._lanes):
+            lane = self._lanes.pop(name)
+            if lane.subscription is not None:
+                lane.subscription.dispose()  # pace drops what it holds at once
+            survivors[name] = [f for f in lane.inside if not drop(f)]
+        self._out = deque(o for o in self._out if not drop(o))
+        held = [o for o in self._held.items if not drop(o)]
+        self._held.items.clear()
+        for frames in survivors.values():
+            for frame in frames:
+                self._into_lane(frame)
+        for o in held:
+            self._route(o)
+        self._per_key = Counter(o.key for o in self.queued() if o.key)
+        self._queued_bytes = sum(len(o.text) for o in self.queued())
+        self._wakeup.set()
+        self._flow()
 
     def output_open(self) -> bool:
         """Whether the queue has room for more engine output (backpressure)."""
         return self._queued_bytes < self._limit
+
+    def expire_clocks(self) -> None:
+        """Forget pacers that hold nothing and whose client buffer has drained."""
+        now = self._loop.time()
+        for name in [n for n, lane in self._lanes.items() if not lane.inside and lane.audio_end < now]:
+            lane = self._lanes.pop(name)
+            if lane.subscription is not None:
+                lane.subscription.dispose()
 
     def _flow(self) -> None:
         if self._queued_bytes >= self._limit:
@@ -152,6 +212,54 @@ class OutputQueue:
             self.reading.clear()
         else:
             self.reading.set()
+
+    # -- pacing --------------------------------------------------------------------------
+
+    def _lane_of_key(self, key: str) -> str:
+        return self._pace_key(key) if self._interleaved else ""
+
+    def _route(self, item: QueuedFrame | _Close) -> None:
+        """Into its lane's pacer, behind a barrier, or straight out."""
+        if self._max_lead is None:
+            self._ready(item)
+        elif self._held.items:
+            self._held.items.append(item)  # behind a lane-less frame: keeps its place
+        elif isinstance(item, _Close) or item.lane is None:
+            if any(lane.inside for lane in self._lanes.values()):
+                self._held.items.append(item)
+            else:
+                self._ready(item)
+        else:
+            self._into_lane(item)
+
+    def _into_lane(self, item: QueuedFrame) -> None:
+        name = item.lane if self._interleaved and item.lane is not None else ""
+        lane = self._lanes.get(name)
+        if lane is None:
+            lane = self._lanes[name] = _Lane()
+            paced = lane.subject.pipe(
+                pace(self._max_lead, duration=_paced_seconds, scheduler=self._scheduler)
+            )
+            lane.subscription = paced.subscribe(functools.partial(self._left_pacer, lane))
+        lane.inside.append(item)
+        lane.subject.on_next(item)
+
+    def _left_pacer(self, lane: _Lane, item: QueuedFrame) -> None:
+        if lane.inside and lane.inside[0] is item:
+            lane.inside.popleft()
+        if seconds := _paced_seconds(item):
+            now = self._loop.time()
+            lane.audio_end = max(lane.audio_end, now) + seconds
+        self._ready(item)
+        if self._held.items and not any(ln.inside for ln in self._lanes.values()):
+            held = list(self._held.items)
+            self._held.items.clear()
+            for o in held:
+                self._route(o)
+
+    def _ready(self, item: QueuedFrame | _Close) -> None:
+        self._out.append(item)
+        self._wakeup.set()
 
     # -- writer ---------------------------------------------------------------------------
 
@@ -168,20 +276,12 @@ class OutputQueue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            index, wait = self._next_ready()
-            if index < 0:
-                self._wakeup.clear()  # a new frame, a cancel or a purge wakes us up early
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), wait)
-                continue
-            item = self._out[index]
-            del self._out[index]
+            item = self._out.popleft()
             if isinstance(item, _Close):
                 self._on_close()
                 with contextlib.suppress(SocketClosed):
                     await self._sock.close(item.code, item.reason)
                 return
-            self._advance_clock(item)
             if item.key is not None:
                 self._per_key[item.key] -= 1
             self._queued_bytes -= len(item.text)
@@ -210,45 +310,3 @@ class OutputQueue:
                     await self._sock.close(1011, "send timeout")
             return False
         return True
-
-    def _next_ready(self) -> tuple[int, float]:
-        """Index of the first frame that may leave now, else ``(-1, seconds to wait)``."""
-        blocked: set[str] = set()
-        wait = 0.0
-        for index, item in enumerate(self._out):
-            lane = item.lane if isinstance(item, QueuedFrame) else None
-            if lane is None and index > 0:
-                break
-            if lane is not None and lane in blocked:
-                continue
-            delay = self._pace(item) if isinstance(item, QueuedFrame) else 0.0
-            if delay <= 0:
-                return index, 0.0
-            wait = delay if not blocked else min(wait, delay)
-            if lane is None or not self._interleaved:
-                break
-            blocked.add(lane)
-        return -1, wait
-
-    def _pace(self, item: QueuedFrame) -> float:
-        """Seconds to hold ``item`` back; 0 = it may be sent now."""
-        lead = self._max_lead
-        if lead is None or item.key is None or not item.seconds:
-            return 0.0
-        now = self._loop.time()
-        end = max(self._play_end.get(self._pace_key(item.key), now), now)
-        return end - now - lead if end - now > lead else 0.0
-
-    def _advance_clock(self, item: QueuedFrame) -> None:
-        """``item`` leaves now: its audio extends its playback clock."""
-        if self._max_lead is None or item.key is None or not item.seconds:
-            return
-        clock = self._pace_key(item.key)
-        now = self._loop.time()
-        self._play_end[clock] = max(self._play_end.get(clock, now), now) + item.seconds
-
-    def expire_clocks(self) -> None:
-        """Forget playback clocks whose client buffer has drained."""
-        now = self._loop.time()
-        for clock in [c for c, end in self._play_end.items() if end < now]:
-            del self._play_end[clock]

@@ -12,12 +12,17 @@ from rxtts.config import OutputFormat, VoiceSettings
 from rxtts.protocol.frames._codec import (
     _bad,
     _int_list,
+    _invalid,
     _is_int,
     _is_number,
     _validated,
 )
 
 # -- session config carried by client frames ------------------------------------------
+
+MAX_NAME_CHARS = 128
+"""Longest ``model_id``/``language`` accepted (real ones are under 20 characters); the
+server echoes them, so they are bounded at decode (``VALIDATION_ERROR`` beyond)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,9 @@ def _parse_config_key(key: str, v: Any) -> Any:
     if key in ("model_id", "language"):
         if not isinstance(v, str):
             raise _bad(f"{key}: expected a string, got {type(v).__name__}")
+        if len(v) > MAX_NAME_CHARS:
+            # Found by issue 11: a ~1 MB model_id was echoed until frames passed 1 MiB.
+            raise _invalid(f"{key}: at most {MAX_NAME_CHARS} characters, got {len(v)}")
         return v
     if key == "output_format":
         if not isinstance(v, str):

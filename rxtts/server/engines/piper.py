@@ -37,15 +37,21 @@ importing rxtts never pulls them in.
   resamples (streaming soxr) from ``sr * f`` to ``sr``: duration is back to normal, pitch
   (and formants) are multiplied by f. That is how 1072 "Jo (bright)" and 1073 "Joe
   (deep)" are made from the one bundled model; their word times are divided by f.
-- Very long sentences: no cap. The frontend is super-linear in phonemes, but sentences
-  reach the engine already bounded by ``chunk_schedule`` (DESIGN section 6); the benchmark
-  reports the frontend time for long inputs.
+- Caps per call (issue 11: one 2,000-character chunk took 1.3 GB, ~1.25 MB per
+  character of one inference): words over :data:`MAX_WORD_CHARS` are cut, a sentence
+  over :data:`MAX_PHONEMES` is synthesised in pieces cut at word gaps, and a call yields
+  at most :data:`MAX_AUDIO_SECONDS`. The server also clamps chunks to 500 characters.
+- Seams: the silence before the first word and after the last one of a call is capped
+  (:data:`LEAD_SILENCE_S`, :data:`TAIL_SILENCE_S` by the chunk's final mark), so the pause
+  between two chunks sounds like their punctuation; pauses inside a call are the model's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -103,6 +109,54 @@ streaming-vits defaults; measured on joe, (32, 24) leaves up to 2e-4 and (24, 16
 
 # piper's espeak-ng bridge is one process-global C library: one phonemizer at a time.
 _PHONEMIZE_LOCK = threading.Lock()
+
+MAX_WORD_CHARS = 50
+"""Longer words are spoken in pieces of this many characters (issue 11: one 10,000-letter
+word was one inference of 1.6 GB)."""
+MAX_PHONEMES = 400
+"""Phonemes per inference at most; a longer sentence is split at a word gap (memory grows
+~1.25 MB per character of one inference)."""
+MAX_AUDIO_SECONDS = 120.0
+"""Audio per ``synthesize`` call at most (a chunk is <= 500 characters, ~40 s of speech)."""
+LEAD_SILENCE_S = 0.15
+"""Leading engine silence of a chunk kept at most."""
+TAIL_SILENCE_S = {".": 0.35, "!": 0.35, "?": 0.35, ",": 0.2, ";": 0.2, ":": 0.2}
+"""Trailing engine silence kept after a chunk ending in this mark; other endings keep
+:data:`TAIL_SILENCE_DEFAULT_S`. Measured on joe at speed 1 (-50/-60 dBFS): leads 23-64 ms,
+tails 107-308 ms (after a comma <= 186 ms); at speed 0.5 both double, and a chunk seam
+reached ~0.65 s (issue 11). The caps sit just above natural speech, so they cut only such
+overlong pauses: the seam between two chunks is at most tail + lead. When a tail is cut,
+the last word's ``end_sample`` (the pause belongs to it) may pass the audio by the cut."""
+TAIL_SILENCE_DEFAULT_S = 0.15
+_SILENCE_DBFS = -50.0
+_LONG_WORD = re.compile(rf"\S{{{MAX_WORD_CHARS + 1},}}")
+
+
+def split_long_words(text: str) -> str:
+    """Words longer than :data:`MAX_WORD_CHARS` cut into pieces of that many characters."""
+
+    def cut(match: re.Match[str]) -> str:
+        word = match.group()
+        return " ".join(word[i : i + MAX_WORD_CHARS] for i in range(0, len(word), MAX_WORD_CHARS))
+
+    return _LONG_WORD.sub(cut, text)
+
+
+def split_phonemes(sentence: list[str], limit: int = MAX_PHONEMES) -> list[list[str]]:
+    """``sentence`` in pieces of at most ``limit`` phonemes, cut after a word gap if any."""
+    out: list[list[str]] = []
+    while len(sentence) > limit:
+        gaps = [i for i in range(limit // 2, limit) if sentence[i] == " "]
+        cut = gaps[-1] + 1 if gaps else limit
+        out.append(sentence[:cut])
+        sentence = sentence[cut:]
+    return [*out, sentence] if sentence else out
+
+
+def tail_silence_seconds(text: str) -> float:
+    """The pause a chunk's text ends with: longer after a sentence end than after a comma."""
+    end = text.rstrip().rstrip("\"')]}\u201d\u2019*_")
+    return TAIL_SILENCE_S.get(end[-1:], TAIL_SILENCE_DEFAULT_S)
 
 
 def _piper_voice(voice_id: int, name: str, sex: str, factor: float, what: str) -> VoiceInfo:
@@ -244,11 +298,33 @@ class PiperEngine:
         """
         if cancel.cancelled:
             return
+        edges = (
+            round(LEAD_SILENCE_S * self.sample_rate),
+            round(tail_silence_seconds(text) * self.sample_rate),
+        )
+        budget = round(MAX_AUDIO_SECONDS * self.sample_rate)
+        for block in self._blocks(split_long_words(text), voice, settings, cancel, edges):
+            if block.audio.size > budget:
+                block = EngineBlock(block.audio[:budget], block.alignment)
+            budget -= block.audio.size
+            if block.audio.size:
+                yield block
+            if budget <= 0:
+                return  # issue 11: at most MAX_AUDIO_SECONDS per call, whatever the text
+
+    def _blocks(
+        self,
+        text: str,
+        voice: VoiceInfo,
+        settings: SynthesisSettings,
+        cancel: CancelToken,
+        edges: tuple[int, int],
+    ) -> Iterator[EngineBlock]:
         model = self._load()
         factor = float(voice.params.get("pitch_factor", 1.0))
         scales = self._scales(model, settings, factor)
         with _PHONEMIZE_LOCK:
-            sentences = [s for s in model.voice.phonemize(text) if s]
+            sentences = [piece for s in model.voice.phonemize(text) if s for piece in split_phonemes(s)]
         aligner = (
             _Aligner.build(model, text, sentences, factor, self.sample_rate) if settings.alignment else None
         )
@@ -261,8 +337,10 @@ class PiperEngine:
             for index, phonemes in enumerate(sentences):
                 if cancel.cancelled:
                     return
+                lead = edges[0] if index == 0 else None
+                tail = edges[1] if index == len(sentences) - 1 else None
                 yield from self._sentence(
-                    model, phonemes, scales, factor, run_options, cancel, aligner, index
+                    model, phonemes, scales, factor, run_options, cancel, aligner, index, (lead, tail)
                 )
                 if cancel.cancelled:
                     return
@@ -281,7 +359,10 @@ class PiperEngine:
         cancel: CancelToken,
         aligner: _Aligner | None,
         index: int,
+        edges: tuple[int | None, int | None] = (None, None),
     ) -> Iterator[EngineBlock]:
+        """``edges``: silence kept at most at the sentence's start and end (``None``: all);
+        the call's first and last sentence get the chunk's caps (seams, issue 11)."""
         ids, owner = phoneme_ids(phonemes, model.voice.config.phoneme_id_map)
         feed = {
             "input": np.array([ids], dtype=np.int64),
@@ -305,8 +386,19 @@ class PiperEngine:
         resampler = None
         if factor != 1.0:  # derived voice: read at sr*f, resample to sr -> pitch x f
             resampler = soxr.ResampleStream(self.sample_rate * factor, self.sample_rate, 1, dtype="float32")
+        lead, tail = edges
         for raw, last in pieces:
             audio = raw if resampler is None else resampler.resample_chunk(raw, last=last)
+            if lead is not None and audio.size:
+                cut = silent_edges(audio)[0] - lead
+                if cut > 0:  # engine silence before the first word beyond a natural lead
+                    audio = audio[cut:]
+                    alignment = _shift(alignment, cut)
+                    if aligner is not None:
+                        aligner.timeline -= cut  # later sentences start earlier too
+                lead = None
+            if last and tail is not None and (cut := silent_edges(audio)[1] - tail) > 0:
+                audio = audio[: audio.size - cut]  # the pause after the chunk: as its punctuation
             if audio.size:
                 yield EngineBlock(soft_limit(audio * self.gain), alignment)
                 alignment = None
@@ -504,6 +596,37 @@ class _Aligner:
         )
         self.timeline += round(times.total / self.factor)
         return Alignment(tuple(timings), self.sample_rate) if timings else None
+
+
+def _loud(audio: np.ndarray, window: int) -> np.ndarray:
+    """Per ``window`` samples: whether the window is above the silence threshold."""
+    full = audio.size // window * window
+    power = np.square(audio[:full].astype(np.float64)).reshape(-1, window).mean(axis=1)
+    limit = 10.0 ** (_SILENCE_DBFS / 10.0)
+    loud = power > limit
+    if full < audio.size:
+        loud = np.append(loud, float(np.mean(np.square(audio[full:].astype(np.float64)))) > limit)
+    return np.asarray(loud, dtype=bool)
+
+
+def _shift(alignment: Alignment | None, samples: int) -> Alignment | None:
+    if alignment is None or not samples:
+        return alignment
+    words = tuple(
+        dataclasses.replace(
+            w, start_sample=max(0, w.start_sample - samples), end_sample=max(0, w.end_sample - samples)
+        )
+        for w in alignment.words
+    )
+    return dataclasses.replace(alignment, words=words)
+
+
+def silent_edges(audio: np.ndarray, window: int = 64) -> tuple[int, int]:
+    """Samples of silence at the start and at the end of ``audio`` (all of it if silent)."""
+    loud = np.flatnonzero(_loud(audio, window)) if audio.size else np.zeros(0, np.int64)
+    if not loud.size:
+        return audio.size, audio.size
+    return int(loud[0]) * window, max(0, audio.size - (int(loud[-1]) + 1) * window)
 
 
 def piper_scales(
