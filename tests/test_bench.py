@@ -263,6 +263,11 @@ def test_realistic_structure(results: tuple[Path, dict[str, Any], int]) -> None:
                 assert t["completed"] and t["audio_s"] > 0 and t["dead_air_ms"] >= 0
         if v["full_turns"]:
             assert isinstance(s["dead_air_goal_met"], bool) and s["all_completed"]
+            assert set(s["dead_air_total_by_place_ms"]) == {
+                "chunk 0, frame 1",
+                "chunk 0, later",
+                "later chunks",
+            }
     # The phrase-aware chunk 0 is shorter than the balanced preset's.
     assert (
         r["variants"]["stream"]["summary"]["chunk0_chars_p50"]

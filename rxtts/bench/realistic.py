@@ -347,6 +347,7 @@ class _Turn:
     sent: list[float] = field(default_factory=list)
     frames: list[tuple[float, float]] = field(default_factory=list)
     audio: list[np.ndarray] = field(default_factory=list)
+    chunk_ids: list[int | None] = field(default_factory=list)
     sample_rate: int = 0
     first_sound: float | None = None
     completed: bool = False
@@ -376,6 +377,7 @@ async def _speak(
             return
         now = time.monotonic()
         turn.frames.append((now, event.duration))
+        turn.chunk_ids.append(event.chunk_id)
         turn.sample_rate = event.sample_rate
         samples = event.samples
         if keep_audio:
@@ -448,8 +450,29 @@ def _record(answer: Answer, turn: _Turn, log: CallLog, full: bool) -> dict[str, 
     if full:
         rec["audio_s"] = sum(d for _, d in turn.frames)
         rec["dead_air_ms"] = dead_air_seconds(turn.frames) * 1000.0
+        rec["gaps"] = _gaps(turn)
         rec["engine_calls"] = len(calls)
     return rec
+
+
+def _gaps(turn: _Turn, at_least_s: float = 0.005) -> list[dict[str, Any]]:
+    """Where the simulated player starved: ms after the first frame, ms long, frame, chunk."""
+    out: list[dict[str, Any]] = []
+    if not turn.frames:
+        return out
+    start = clock = turn.frames[0][0]
+    for i, (arrival, duration) in enumerate(turn.frames):
+        if arrival - clock >= at_least_s:
+            out.append(
+                {
+                    "at_ms": (clock - start) * 1000.0,
+                    "ms": (arrival - clock) * 1000.0,
+                    "frame": i,
+                    "chunk": turn.chunk_ids[i],
+                }
+            )
+        clock = max(clock, arrival) + duration
+    return out
 
 
 # -- servers ---------------------------------------------------------------------------------------
@@ -473,6 +496,8 @@ class _Variant:
     full: bool
     max_words: int | None = None
     """What-if: the server's ``chunk_schedule(max_words=...)`` for this variant's turns."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """Further :class:`~rxtts.config.StreamConfig` fields of the session."""
     session: StreamingSession | None = None
     turns: list[dict[str, Any]] = field(default_factory=list)
     audio: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
@@ -491,7 +516,9 @@ async def _turns(
     tts = {name: TTS(url) for name, url in urls.items()}
     try:
         for v in variants:
-            v.session = tts[v.server].streaming_session(voice_id=VOICE, preset=v.preset, language="en")
+            v.session = tts[v.server].streaming_session(
+                voice_id=VOICE, preset=v.preset, language="en", **v.config
+            )
             await v.session.connect()
             await _speak(v.session, schedule(answers[0], SEED), full=False, keep_audio=False)  # warm-up
         for i, answer in enumerate(answers):
@@ -751,6 +778,18 @@ def _summary(turns: Sequence[dict[str, Any]], full: bool) -> dict[str, Any]:
             if r["dead_air_ms"] > GOAL_DEAD_AIR_MS
         ]
         s["dead_air_goal_met"] = not s["dead_air_failures"]
+        where = {"chunk 0, frame 1": 0.0, "chunk 0, later": 0.0, "later chunks": 0.0}
+        for r in plain:
+            for g in r["gaps"]:
+                key = (
+                    "later chunks"
+                    if g["chunk"]
+                    else "chunk 0, frame 1"
+                    if g["frame"] == 1
+                    else "chunk 0, later"
+                )
+                where[key] += g["ms"]
+        s["dead_air_total_by_place_ms"] = where
         tool_dead = col("dead_air_ms", tool)
         s["tool_call_dead_air_p50_ms"] = _pct(tool_dead, 50)
         s["tool_call_dead_air_max_ms"] = max(tool_dead, default=None)
@@ -947,6 +986,13 @@ def format_result(result: dict[str, Any]) -> str:
         if v["full_turns"]:
             fails = ", ".join(f"{f['answer']} {f['dead_air_ms']:.0f}" for f in s["dead_air_failures"])
             line += f", dead air {'met' if s['dead_air_goal_met'] else 'NOT met (' + fails + ')'}"
+        if v["full_turns"]:
+            by = s["dead_air_total_by_place_ms"]
+            line += (
+                " [where, summed over the answers without a tool call: "
+                + ", ".join(f"{k} {ms:.0f} ms" for k, ms in by.items())
+                + "]"
+            )
         verdicts.append(line)
     parts.append(
         f"goals: TTFA p50 <= {goals['ttfa_p50_ms']:g} ms, p90 <= {goals['ttfa_p90_ms']:g} ms; dead air <= "
