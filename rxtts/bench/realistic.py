@@ -58,7 +58,7 @@ Also (piper only):
 - Capacity: concurrent streams faster than real time on 2 cores, streaming decode on vs
   off: two server processes (``python -m rxtts.bench.realistic serve [--whole]``, piper
   1 thread, 2 workers, unpaced), ``rxtts.bench.scale``'s level (N sessions each speak
-  ``ttfa.TEXT`` at once); N = 1, 2, 3, 4, 6, 8, on and off alternating per level, until
+  ``ttfa.TEXT`` at once); N = 1, 2, 4, 8, 12, 16, 24, 32, on and off alternating per level, until
   both fail.
 
 ``--quick`` (the tone engine, what ``tests/test_bench.py`` runs): 2 answers, no
@@ -107,6 +107,7 @@ __all__ = [
     "Answer",
     "dead_air_seconds",
     "first_sentence",
+    "format_capacity",
     "format_result",
     "run",
     "schedule",
@@ -128,7 +129,7 @@ GOAL_TTFA_P90_MS = 450.0
 GOAL_DEAD_AIR_MS = 150.0
 GOAL_ENGINE_FIRST_MS = 80.0
 GOAL_ACK_P99_MS = 50.0
-CAPACITY_LEVELS = (1, 2, 3, 4, 6, 8)
+CAPACITY_LEVELS = (1, 2, 4, 8, 12, 16, 24, 32)
 WHAT_IF_MAX_WORDS = (6,)
 """What-if variants: ``chunk_schedule(max_words=6)`` instead of the shipped 12."""
 _TURN_TIMEOUT_S = 120.0
@@ -1049,46 +1050,51 @@ def format_result(result: dict[str, Any]) -> str:
     )
     cap = result.get("capacity")
     if cap:
-        crows = []
-        for name, levels in cap["levels"].items():
-            for lv in levels:
-                crows.append(
-                    [
-                        f"{name} decode",
-                        lv["sessions"],
-                        fmt(lv["speed"]["min"], 2),
-                        fmt(lv["speed"]["p50"], 2),
-                        fmt(lv["first_frame_ms"]["p50"], 0),
-                        fmt(lv["stall_ms"]["max"], 0),
-                        fmt(lv["server_cpu_cores"], 2),
-                        "yes" if lv["all_faster_than_real_time"] else "no",
-                        f"{lv['load_average'][0]:.2f}",
-                    ]
-                )
-        parts.append(
-            format_table(
-                [
-                    "server",
-                    "streams",
-                    "speed min",
-                    "speed p50",
-                    "first frame p50",
-                    "stall max",
-                    "cpu cores",
-                    "all real time",
-                    "load 1m",
-                ],
-                crows,
-                "Capacity: concurrent Piper streams (1 thread, 2 workers, unpaced; each speaks "
-                f"{cap['text_chars']} chars at once; speed = audio s / wall s)",
-            )
-            + "\nmax concurrent real-time streams: "
-            + ", ".join(f"{n} {m}" for n, m in cap["max_sessions"].items())
-        )
+        parts.append(format_capacity(cap))
     else:
         parts.append(f"capacity: {result['skipped'].get('capacity', '-')}")
     parts.append(f"load average before {result['load_average_before']}, after {result['load_average_after']}")
     return "\n\n".join(parts)
+
+
+def format_capacity(cap: dict[str, Any]) -> str:
+    """The capacity table of a :func:`run` result (``result["capacity"]``)."""
+    crows = []
+    for name, levels in cap["levels"].items():
+        for lv in levels:
+            crows.append(
+                [
+                    f"{name} decode",
+                    lv["sessions"],
+                    fmt(lv["speed"]["min"], 2),
+                    fmt(lv["speed"]["p50"], 2),
+                    fmt(lv["first_frame_ms"]["p50"], 0),
+                    fmt(lv["stall_ms"]["max"], 0),
+                    fmt(lv["server_cpu_cores"], 2),
+                    "yes" if lv["all_faster_than_real_time"] else "no",
+                    f"{lv['load_average'][0]:.2f}",
+                ]
+            )
+    return (
+        format_table(
+            [
+                "server",
+                "streams",
+                "speed min",
+                "speed p50",
+                "first frame p50",
+                "stall max",
+                "cpu cores",
+                "all real time",
+                "load 1m",
+            ],
+            crows,
+            "Capacity: concurrent Piper streams (1 thread, 2 workers, unpaced; each speaks "
+            f"{cap['text_chars']} chars at once; speed = audio s / wall s)",
+        )
+        + "\nmax concurrent real-time streams: "
+        + ", ".join(f"{n} {m}" for n, m in cap["max_sessions"].items())
+    )
 
 
 if __name__ == "__main__":
