@@ -130,8 +130,9 @@ GOAL_DEAD_AIR_MS = 150.0
 GOAL_ENGINE_FIRST_MS = 80.0
 GOAL_ACK_P99_MS = 50.0
 CAPACITY_LEVELS = (1, 2, 4, 8, 12, 16, 24, 32)
-WHAT_IF_MAX_WORDS = (6,)
-"""What-if variants: ``chunk_schedule(max_words=6)`` instead of the shipped 12."""
+WHAT_IF_MAX_WORDS = (12,)
+"""What-if variants: ``chunk_schedule(max_words=12)`` (the first shipped value) instead of
+the shipped 6, so the trade-off stays measured side by side."""
 _TURN_TIMEOUT_S = 120.0
 
 
@@ -819,7 +820,7 @@ def run(
         capacity: Force the capacity section on/off (default: piper and not quick).
         intelligibility: Force the Whisper section on/off (default: piper, not quick).
         what_if_max_words: Extra ``stream`` variants whose server cuts the phrase-aware
-            chunk 0 by this many words at most (the shipped default is 12; see
+            chunk 0 by this many words at most (the shipped default is 6; see
             :func:`_phrase_max_words`).
     """
     from rxtts.bench import whisper

@@ -332,7 +332,7 @@ class ChunkScheduler:
         segment: bool = False,
         first_chunk: FirstChunk | None = None,
         min_words: int = 4,
-        max_words: int = 12,
+        max_words: int = 6,
     ) -> None:
         self._schedule = _validate(schedule, max_buffer_length, None)
         _validate_words(first_chunk, min_words, max_words)

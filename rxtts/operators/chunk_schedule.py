@@ -52,7 +52,7 @@ def chunk_schedule(
     segment: bool = False,
     first_chunk: FirstChunk | None = None,
     min_words: int = 4,
-    max_words: int = 12,
+    max_words: int = 6,
 ) -> Callable[[Observable[TextItem]], Observable[TextItem]]:
     """Groups text into synthesis chunks by a chunk-length schedule.
 
@@ -131,6 +131,11 @@ def chunk_schedule(
             ``auto_mode`` and ``segment``).
         min_words: Words chunk 0 needs before a clause boundary may end it.
         max_words: Words after which chunk 0 is cut at the best phrase boundary.
+            Default 6, chosen by ``rxtts bench realistic`` (22 realistic answers at
+            40 tokens/s): 12 words made chunk 0 wait ~370 ms for text (TTFA p50 486 ms),
+            6 words ~200 ms (TTFA p50 ~310 ms) with no loss of intelligibility (Whisper
+            WER 3.2 % vs 4.1 %). The price: a long first sentence is more often cut before
+            its first comma (at a phrase boundary, never after a function word).
 
     Returns:
         An operator function from a segment (or token) stream to a chunk

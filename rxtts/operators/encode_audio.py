@@ -108,12 +108,17 @@ class _Encoder:
             # Low TTFA: resample and send the start of a long block before the rest.
             self._feed(samples[:head], rate)
             samples = samples[head:]
+        first_block = not self.first_sent
         out = self.resampler.feed(samples)
         self.pending = np.concatenate([self.pending, out]) if self.pending.size else out
         if not self.first_sent and self.pending.size:
             self._emit(min(self.frame, self.pending.size))  # low TTFA: no waiting for a full frame
         while self.pending.size >= self.frame:
             self._emit(self.frame)
+        if first_block and self.pending.size:
+            # No dead air: with streaming decode the next block takes a decoder window to
+            # come; the player gets all of the first block now, not one frame of it.
+            self._emit(self.pending.size)
 
     def _finish_chunk(self) -> None:
         if self.resampler is not None:
