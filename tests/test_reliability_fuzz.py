@@ -402,7 +402,10 @@ def fuzz_endpoint(server: RunningServer, problems: Problems, path: str) -> None:
         example()
         assert good.turns >= 3 and good.failures == []
     # The fuzzer reached both the speaking and the refusing paths, many times.
-    assert seen["audio"] >= seen["examples"] // 20 and seen["errors"] >= seen["examples"] // 20, seen
+    # (Random each run: on /ws/tts a request speaks only when every fuzzed key is valid,
+    # 3-10 % of examples since the length/validation rules of issue 11.)
+    assert seen["audio"] >= max(2, seen["examples"] // 40), seen
+    assert seen["errors"] >= seen["examples"] // 20, seen
 
     deadline = time.monotonic() + 10
     while (stats := server.stats()).connections or stats.pipelines or stats.synthesis_jobs:
