@@ -539,6 +539,9 @@ def test_write_output_is_atomic(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         common.write_output(str(out), object(), 24000)  # type: ignore[arg-type]
     assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["keep.wav"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask  # an ordinary file, not mkstemp's 0600
 
 
 def test_say_to_a_file_runs_at_engine_speed_not_real_time(tmp_path: Path) -> None:

@@ -234,12 +234,19 @@ def write_output(path: str, samples: npt.NDArray[np.int16], sample_rate: int) ->
     os.close(fd)
     try:
         write_wav(tmp, samples, sample_rate)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a WAV is an ordinary file
         os.replace(tmp, target)
     except OSError as exc:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def run_command(prog: str, coro: Coroutine[Any, Any, int], target: Target) -> int:
