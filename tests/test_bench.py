@@ -209,7 +209,8 @@ def test_a_benchmark_whose_peer_is_missing_is_skipped_with_the_install_hint(
 
 
 def test_realistic_corpus_is_what_issue_12_asks_for() -> None:
-    from rxtts.bench.realistic import CORPUS, STALL_MARK, split_sentences
+    from rxtts.bench.realistic import split_sentences
+    from rxtts.bench.realistic_corpus import CORPUS, STALL_MARK
 
     assert len(CORPUS) >= 20
     assert len({a.name for a in CORPUS}) == len(CORPUS)
@@ -226,7 +227,8 @@ def test_realistic_corpus_is_what_issue_12_asks_for() -> None:
 
 
 def test_realistic_schedule_is_seeded_jittered_and_stalls() -> None:
-    from rxtts.bench.realistic import CORPUS, PACE_S, STALL_S, schedule
+    from rxtts.bench.realistic import PACE_S, STALL_S, schedule
+    from rxtts.bench.realistic_corpus import CORPUS
 
     tool = next(a for a in CORPUS if a.stall_at is not None)
     plan = schedule(tool, 7)
