@@ -47,6 +47,7 @@ __all__ = [
     "CallLog",
     "EngineCall",
     "ServerProcess",
+    "start_server_process",
     "Summary",
     "TimedEngine",
     "describe_machine",
@@ -449,9 +450,14 @@ def spawn_server(
     ]
     if timed:
         cmd.append("--timed")
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    return start_server_process(cmd, startup_timeout, f"benchmark server ({engine})")
+
+
+def start_server_process(cmd: Sequence[str], timeout: float, what: str) -> ServerProcess:
+    """Run ``cmd`` (a server that prints its ``ws://`` URL on stdout) and wait for the URL."""
+    proc = subprocess.Popen(list(cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
     assert proc.stdout is not None
-    deadline = time.monotonic() + startup_timeout
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stdout], [], [], 0.2)
         if ready:
@@ -464,7 +470,7 @@ def spawn_server(
             break
     proc.terminate()
     proc.wait(10)
-    raise RuntimeError(f"benchmark server ({engine}) did not start (exit code {proc.poll()})")
+    raise RuntimeError(f"{what} did not start (exit code {proc.poll()})")
 
 
 def _serve_main(argv: Sequence[str]) -> int:

@@ -74,7 +74,6 @@ import contextlib
 import functools
 import json
 import random
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -95,6 +94,7 @@ from rxtts.bench._stats import (
     load_average,
     percentile,
     progress,
+    start_server_process,
     summarize,
 )
 from rxtts.bench.realistic_corpus import CORPUS, Answer
@@ -468,26 +468,9 @@ def _engine_section(stream: Any, whole: Any, repeats: int) -> dict[str, Any]:
 
 
 def _spawn(streaming: bool, threads: int = 1, workers: int = 2, timeout: float = 120.0) -> ServerProcess:
-    import select
-
     cmd = [sys.executable, "-m", "rxtts.bench.realistic", "serve", "--threads", str(threads)]
     cmd += ["--workers", str(workers)] + ([] if streaming else ["--whole"])
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            line = proc.stdout.readline()
-            if line.startswith("ws://"):
-                return ServerProcess(proc, line.strip())
-            if not line:
-                break
-        elif proc.poll() is not None:
-            break
-    proc.terminate()
-    proc.wait(10)
-    raise RuntimeError("realistic: capacity server did not start")
+    return start_server_process(cmd, timeout, "realistic: capacity server")
 
 
 def _serve_main(argv: Sequence[str]) -> int:
