@@ -47,7 +47,6 @@ __all__ = [
     "CallLog",
     "EngineCall",
     "ServerProcess",
-    "start_server_process",
     "Summary",
     "TimedEngine",
     "describe_machine",
@@ -58,6 +57,7 @@ __all__ = [
     "percentile",
     "progress",
     "spawn_server",
+    "start_server_process",
     "summarize",
 ]
 
