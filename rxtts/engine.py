@@ -23,6 +23,7 @@ also implements :class:`AligningEngine`, whose ``synthesize_blocks`` yields
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -164,9 +165,11 @@ class WordTiming:
     start_sample: int
     """First sample of the word, at the engine rate, from the start of the call's audio."""
     end_sample: int
-    """Sample just past the word. Spans of one call are contiguous: a pause belongs to the
-    word before it, the first word starts at the sentence's first sample (only a sentence
-    that starts no word, e.g. bare punctuation, is left uncovered)."""
+    """Sample just past the word. Spans are monotonic and never overlap; inside a sentence
+    they are contiguous (a pause belongs to the word before it), and the last word of a
+    sentence ends with it. ``start_sample`` is where the word is heard to start (piper:
+    halfway through its onset consonants, :mod:`rxtts.server.engines.alignment`), so the
+    lead of a sentence belongs to no word."""
     exact: bool = True
     """``True`` when both ends come from the model's phoneme durations; ``False`` when a
     boundary was interpolated (a word whose phonemes could not be told apart)."""
@@ -205,6 +208,18 @@ class Alignment:
             )
             for w in self.words
         )
+
+    def shifted(self, samples: int) -> Alignment:
+        """The same words ``samples`` earlier (audio cut before them), clamped at 0."""
+        if not samples:
+            return self
+        words = tuple(
+            dataclasses.replace(
+                w, start_sample=max(0, w.start_sample - samples), end_sample=max(0, w.end_sample - samples)
+            )
+            for w in self.words
+        )
+        return dataclasses.replace(self, words=words)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

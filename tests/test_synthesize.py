@@ -226,6 +226,54 @@ def test_piper_alignment_reaches_the_operator_before_each_sentence_audio(piper_e
     assert words == ["One", "Two", "is", "here"]
 
 
+class LeadingSilenceEngine(ToneEngine):
+    """Each chunk: an aligned block of 64 ms silence (24 silence-detector windows of 64
+    samples at 24 kHz) then 40 ms of sound, then 100 ms of sound."""
+
+    LEAD = 1536
+
+    def synthesize_blocks(
+        self, text: str, voice: VoiceInfo, settings: SynthesisSettings, cancel: CancelToken
+    ) -> Iterator[EngineBlock]:
+        rate = self.sample_rate
+        first = np.concatenate([np.zeros(self.LEAD, np.float32), np.full(rate // 25, 0.3, np.float32)])
+        timing = WordTiming(text, 0, len(text), 1500, 4800)
+        yield EngineBlock(first, Alignment((timing,), rate))
+        yield EngineBlock(np.full(rate // 10, 0.3, np.float32))
+
+
+def test_lead_s_cuts_only_the_first_chunks_leading_silence_and_shifts_its_words():
+    engine = LeadingSilenceEngine()
+    rate = engine.sample_rate
+    rec = run(reactivex.of("One.", "Two.", FLUSH), synthesize(engine, VOICE, lead_s=0.01))
+    assert rec.error is None
+    audio = [e.samples for e in rec.events if isinstance(e, BlockAudio)]
+    words = [e.alignment.words[0] for e in rec.events if isinstance(e, BlockAlignment)]
+    cut = engine.LEAD - rate // 100
+    # chunk 0: 10 ms of the 64 ms lead left, its word as much earlier
+    assert int(np.flatnonzero(audio[0])[0]) == rate // 100
+    assert (words[0].start_sample, words[0].end_sample) == (1500 - cut, 4800 - cut)
+    # chunk 1 is a seam inside the turn: untouched
+    assert int(np.flatnonzero(audio[2])[0]) == engine.LEAD
+    assert words[1].start_sample == 1500
+    done = [e.audio_seconds for e in rec.events if isinstance(e, ChunkDone)]
+    assert done == [pytest.approx(0.204 - cut / rate), pytest.approx(0.204)]  # the cut is not billed
+    assert "".join(rec.kinds()) == "SLAADSLAADF"  # the words still lead their audio
+
+
+def test_lead_s_keeps_a_silent_chunk_and_none_keeps_every_lead():
+    class Silent(ToneEngine):
+        def synthesize(self, *args: Any, **kwargs: Any) -> Iterator[np.ndarray]:
+            yield np.zeros(2400, np.float32)
+
+    rec = run(reactivex.of("...", FLUSH), synthesize(Silent(), VOICE, lead_s=0.01))
+    assert sum(e.samples.size for e in rec.events if isinstance(e, BlockAudio)) == 2400
+    engine = LeadingSilenceEngine()
+    rec = run(reactivex.of("One.", FLUSH), synthesize(engine, VOICE))
+    first = next(e.samples for e in rec.events if isinstance(e, BlockAudio))
+    assert int(np.flatnonzero(first)[0]) == engine.LEAD
+
+
 # -- encode_audio -----------------------------------------------------------------------------
 
 

@@ -17,6 +17,14 @@ aligns (piper, with ``settings.alignment``) produces a :class:`BlockAlignment` r
 before the :class:`BlockAudio` of the block that carries it, i.e. before any audio of the
 words it times. Engines that yield plain arrays produce none.
 
+Leading silence (issue 12): with ``lead_s``, the first chunk of a subscription (a
+turn's or a context's first words) keeps at most ``lead_s`` seconds of silence (below
+-50 dBFS) before its first sound; the rest of the first non-silent block's lead is cut
+and that chunk's alignment shifts with it. Piper leads every sentence with 25-60 ms of
+near-silence: at a turn's start it is only delay, between chunks it is part of the seam,
+so later chunks keep theirs. Only the first block with any sound is cut, so a silent
+chunk is never emptied.
+
 Normalisation (issue 13): a chunk may come as a
 :class:`~rxtts.operators.NormalizedText` (the server's pipeline normalises after
 ``chunk_schedule``); the engine then speaks its ``text``, while ``ChunkStarted.text``
@@ -42,6 +50,7 @@ import numpy.typing as npt
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
+from rxtts.audio.silence import first_non_silent_sample
 from rxtts.engine import (
     Alignment,
     CancelToken,
@@ -199,8 +208,12 @@ class _Synthesis:
         executor: Executor,
         observer: abc.ObserverBase[SynthEvent],
         scheduler: abc.SchedulerBase | None,
+        lead_s: float | None = None,
     ) -> None:
         self.engine = engine
+        self.lead = None if lead_s is None else max(0, round(lead_s * engine.sample_rate))
+        """Samples of silence kept before the first chunk's first sound (None: all)."""
+        self.first_chunk = True
         self.voice = voice
         self.settings = settings
         self.executor = executor
@@ -260,7 +273,8 @@ class _Synthesis:
             self.busy = True
             self.observer.on_next(started)
             try:
-                self.executor.submit(self._work, started.spoken, started.normalized)
+                lead, self.first_chunk = (self.lead if self.first_chunk else None), False
+                self.executor.submit(self._work, started.spoken, started.normalized, lead)
             except RuntimeError as exc:  # executor shut down: the server is stopping
                 self._fail(exc)
                 return
@@ -270,10 +284,12 @@ class _Synthesis:
 
     # -- worker thread -----------------------------------------------------------------
 
-    def _work(self, text: str, normalized: NormalizedText | None) -> None:
+    def _work(self, text: str, normalized: NormalizedText | None, lead: int | None) -> None:
+        """``lead``: silence kept before the chunk's first sound (None: all, see module doc)."""
         started = time.perf_counter()
         produced = 0
         rate = self.engine.sample_rate
+        held: list[Alignment] = []  # alignments waiting for the lead cut (they shift with it)
         try:
             for block in engine_blocks(self.engine, text, self.voice, self.settings, self.token):
                 if self.token.cancelled:
@@ -282,8 +298,17 @@ class _Synthesis:
                     alignment = block.alignment
                     if normalized is not None:
                         alignment = original_alignment(alignment, normalized)
-                    self._deliver(functools.partial(self._emit, BlockAlignment(alignment)))
+                    if lead is None:
+                        self._deliver(functools.partial(self._emit, BlockAlignment(alignment)))
+                    else:
+                        held.append(alignment)
                 samples = np.ascontiguousarray(block.audio, dtype=np.float32).reshape(-1)
+                if lead is not None and (sound := first_non_silent_sample(samples)) is not None:
+                    cut = max(0, sound - lead)
+                    samples, lead = samples[cut:], None
+                    for alignment in held:
+                        self._deliver(functools.partial(self._emit, BlockAlignment(alignment.shifted(cut))))
+                    held.clear()
                 if samples.size:
                     produced += samples.size
                     self._deliver(functools.partial(self._emit, BlockAudio(samples, rate)))
@@ -293,6 +318,8 @@ class _Synthesis:
             return
         if self.token.cancelled:
             return
+        for alignment in held:  # a chunk without sound: nothing was cut
+            self._deliver(functools.partial(self._emit, BlockAlignment(alignment)))
         gen_ms = (time.perf_counter() - started) * 1000.0
         self._deliver(lambda: self._chunk_end(ChunkDone(produced / rate, gen_ms)))
 
@@ -330,6 +357,7 @@ def synthesize(
     settings: SynthesisSettings | None = None,
     executor: Executor | None = None,
     scheduler: abc.SchedulerBase | None = None,
+    lead_s: float | None = None,
 ) -> Callable[[Observable[SynthInput]], Observable[SynthEvent]]:
     """Speak each text chunk with ``engine``, strictly one chunk after another.
 
@@ -356,6 +384,9 @@ def synthesize(
             ``AsyncIOThreadSafeScheduler`` to get every event on the event loop); ``None``
             delivers them on the worker thread under a lock. The subscribe scheduler is
             not used: it need not be thread-safe.
+        lead_s: Seconds of silence kept at most before the first sound of the first
+            chunk (the server passes :data:`~rxtts.server.pipeline.TURN_LEAD_S`); ``None``
+            keeps the engine's lead.
 
     Returns:
         An operator ``Observable[str | NormalizedText | FLUSH] -> Observable[SynthEvent]``
@@ -377,6 +408,7 @@ def synthesize(
                 executor or default_executor(),
                 observer,
                 scheduler,
+                lead_s,
             )
             upstream = source.subscribe(
                 state.on_next, state.on_error, state.on_completed, scheduler=subscribe_scheduler

@@ -67,6 +67,7 @@ __all__ = [
     "ESTIMATED_SCORE",
     "INTERPOLATED_SCORE",
     "MAX_FLUSH_TIMEOUT_MS",
+    "TURN_LEAD_S",
     "ChunkWords",
     "GatedExecutor",
     "PipelineRunner",
@@ -95,6 +96,11 @@ ESTIMATED_SCORE = 0.5
 _WORD = re.compile(r"\S+")
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+
+TURN_LEAD_S = 0.01
+"""Silence kept at most before a turn's (or context's) first sound (issue 12): the
+engine's own lead (piper: 25-60 ms) is pure delay there; 10 ms keeps a soft onset whole."""
 
 
 def _letters(text: str) -> int:
@@ -191,7 +197,7 @@ def build_pipeline(text: Observable[TextItem], spec: PipelineSpec) -> Observable
     # Resampling and framing run on the engine's worker thread; each frame then hops to
     # the loop on its own, so frame 0 is on the wire while the rest is still encoded.
     return chunks.pipe(
-        synthesize(spec.engine, spec.voice, synthesis_settings(cfg), spec.executor),
+        synthesize(spec.engine, spec.voice, synthesis_settings(cfg), spec.executor, lead_s=TURN_LEAD_S),
         encode_audio(spec.output_format, spec.frame_ms),
         ops.observe_on(spec.scheduler),
     )

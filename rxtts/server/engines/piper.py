@@ -48,7 +48,6 @@ importing rxtts never pulls them in.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import re
@@ -393,7 +392,7 @@ class PiperEngine:
                 cut = silent_edges(audio)[0] - lead
                 if cut > 0:  # engine silence before the first word beyond a natural lead
                     audio = audio[cut:]
-                    alignment = _shift(alignment, cut)
+                    alignment = alignment.shifted(cut) if alignment else None
                     if aligner is not None:
                         aligner.timeline -= cut  # later sentences start earlier too
                 lead = None
@@ -607,18 +606,6 @@ def _loud(audio: np.ndarray, window: int) -> np.ndarray:
     if full < audio.size:
         loud = np.append(loud, float(np.mean(np.square(audio[full:].astype(np.float64)))) > limit)
     return np.asarray(loud, dtype=bool)
-
-
-def _shift(alignment: Alignment | None, samples: int) -> Alignment | None:
-    if alignment is None or not samples:
-        return alignment
-    words = tuple(
-        dataclasses.replace(
-            w, start_sample=max(0, w.start_sample - samples), end_sample=max(0, w.end_sample - samples)
-        )
-        for w in alignment.words
-    )
-    return dataclasses.replace(alignment, words=words)
 
 
 def silent_edges(audio: np.ndarray, window: int = 64) -> tuple[int, int]:
