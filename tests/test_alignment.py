@@ -11,6 +11,7 @@ import pytest
 from rxtts.engine import WordTiming
 from rxtts.server.engines import CancelToken, PiperEngine, SynthesisSettings
 from rxtts.server.engines.alignment import (
+    ONSET_FRACTION,
     PhonemeTimes,
     TextWord,
     phoneme_ids,
@@ -84,14 +85,31 @@ def test_a_word_without_phonemes_shares_its_neighbours_span_inexactly() -> None:
     timings, nxt = sentence_word_timings(words, sentence, [0, 2], times, 0, last_sentence=True)
     assert nxt == 3
     assert [(t.start_sample, t.end_sample, t.exact) for t in timings] == [
-        (0, 150, False),
-        (150, 300, False),
+        (100, 200, False),
+        (200, 300, False),
         (300, 500, True),
     ]
     scaled, _ = sentence_word_timings(
         words, sentence, [0, 2], times, 0, last_sentence=True, offset=10, scale=2.0
     )
-    assert [(t.start_sample, t.end_sample) for t in scaled] == [(10, 85), (85, 160), (160, 260)]
+    assert [(t.start_sample, t.end_sample) for t in scaled] == [(60, 110), (110, 160), (160, 260)]
+
+
+def test_a_word_starts_halfway_through_its_onset_consonants() -> None:
+    # "stop it": s t ˈ ɑ p, space, ɪ t; "stop" is heard from the middle of "st(ˈ)",
+    # the vowel-initial "it" from its first phoneme.
+    words = text_words("stop it")
+    sentence = ["s", "t", "ˈ", "ɑ", "p", " ", "ɪ", "t"]
+    times = PhonemeTimes((100, 200, 260, 300, 500, 600, 700, 800), 1000)
+    timings, _ = sentence_word_timings(
+        words, sentence, [0, 0, 0, 0, 0, 0, 1, 1], times, 0, last_sentence=True
+    )
+    assert ONSET_FRACTION == 0.5
+    assert [(t.start_sample, t.end_sample) for t in timings] == [(200, 700), (700, 1000)]
+    vowelless = sentence_word_timings(
+        [TextWord("hmm", 0, 3)], ["h", "m"], [0, 0], PhonemeTimes((50, 90), 200), 0, last_sentence=True
+    )[0]
+    assert (vowelless[0].start_sample, vowelless[0].end_sample) == (50, 200)
 
 
 def test_word_timing_rejects_reversed_spans() -> None:
@@ -113,6 +131,14 @@ def piper() -> PiperEngine:
 
 def aligned(engine: PiperEngine, text: str, voice_index: int = 0) -> tuple[list[WordTiming], int, int]:
     """(word timings of the whole call, audio samples, number of sentences aligned)."""
+    timings, total, sentences = aligned_sentences(engine, text, voice_index)
+    return timings, total, len(sentences)
+
+
+def aligned_sentences(
+    engine: PiperEngine, text: str, voice_index: int = 0
+) -> tuple[list[WordTiming], int, list[tuple[WordTiming, ...]]]:
+    """(word timings, audio samples, the words of each aligned sentence)."""
     blocks = list(
         engine.synthesize_blocks(
             text, PIPER_VOICES[voice_index], SynthesisSettings(alignment=True), CancelToken()
@@ -120,21 +146,28 @@ def aligned(engine: PiperEngine, text: str, voice_index: int = 0) -> tuple[list[
     )
     alignments = [b.alignment for b in blocks if b.alignment is not None]
     assert all(a.sample_rate == engine.sample_rate for a in alignments)
-    return [w for a in alignments for w in a.words], sum(map(len, blocks)), len(alignments)
+    return [w for a in alignments for w in a.words], sum(map(len, blocks)), [a.words for a in alignments]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("text", SENTENCES)
-def test_every_word_gets_a_contiguous_span_covering_the_audio(piper: PiperEngine, text: str) -> None:
-    timings, total, _ = aligned(piper, text)
+def test_every_word_gets_a_span_contiguous_inside_its_sentence(piper: PiperEngine, text: str) -> None:
+    timings, total, sentences = aligned_sentences(piper, text)
     expected = text_words(text)
     assert [(t.word, t.char_start, t.char_end) for t in timings] == [
         (w.word, w.start, w.end) for w in expected
     ]
     assert all(text[t.char_start : t.char_end] == t.word for t in timings)  # offsets index the input
-    assert timings[0].start_sample == 0 and timings[-1].end_sample == total  # covers the audio
-    for before, after in itertools.pairwise(timings):
-        assert before.end_sample == after.start_sample  # monotonic, no overlap, no gap
+    assert timings[-1].end_sample == total  # the last word ends with the audio
+    # the first word is heard after the lead (BOS padding, onset half), within 250 ms
+    assert 0 < timings[0].start_sample < 0.25 * piper.sample_rate
+    for sentence in sentences:
+        for before, after in itertools.pairwise(sentence):
+            assert before.end_sample == after.start_sample  # no overlap, no gap in a sentence
+    for before, after in itertools.pairwise(sentences):
+        assert (
+            before[-1].end_sample <= after[0].start_sample < before[-1].end_sample + 0.4 * piper.sample_rate
+        )
     assert all(t.end_sample - t.start_sample >= 256 for t in timings)  # each at least a frame
     # Measured: every word of these sentences is timed from its own phonemes.
     assert sum(not t.exact for t in timings) <= 1
