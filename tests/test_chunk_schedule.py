@@ -535,30 +535,33 @@ WORDY = st.sampled_from(
 )
 
 
+STARVE = 0
+"""In :func:`timed_tokens`: the consumer is starving (``ChunkScheduler.starve``)."""
+
+
 @st.composite
-def timed_tokens(draw: st.DrawFn) -> list[str | None]:
-    """Tokens split anywhere, with ``None`` = an idle timeout and FLUSH sprinkled in."""
+def timed_tokens(draw: st.DrawFn) -> list[str | int | None]:
+    """Tokens split anywhere, with ``None`` = an idle timeout and STARVE sprinkled in."""
     text = " ".join(draw(st.lists(WORDY, min_size=1, max_size=30)))
     cuts = sorted(draw(st.sets(st.integers(0, len(text)), max_size=len(text))))
-    items: list[str | None] = []
+    items: list[str | int | None] = []
     for a, b in itertools.pairwise([0, *cuts, len(text)]):
         items.append(text[a:b])
-        if draw(st.booleans()):
-            items.append(None)
+        items.extend(draw(st.lists(st.sampled_from([None, STARVE]), max_size=2)))
     return items
 
 
 @settings(max_examples=300, deadline=None)
 @given(timed_tokens(), SCHEDULES, st.booleans(), st.booleans())
 def test_property_idle_release_is_lossless_and_never_cuts_a_word(
-    items: list[str | None], schedule: list[int], auto_mode: bool, phrase: bool
+    items: list[str | int | None], schedule: list[int], auto_mode: bool, phrase: bool
 ) -> None:
     c = ChunkScheduler(schedule, auto_mode, segment=True, first_chunk="phrase" if phrase else "sentence")
     fed = ""
     out: list[str] = []
     for item in items:
-        if item is None:
-            released = c.timeout()
+        if item is None or item == STARVE:
+            released = c.timeout() if item is None else c.starve()
             out += released
             done = squash("".join(out))
             assert squash(fed).startswith(done)
@@ -568,6 +571,7 @@ def test_property_idle_release_is_lossless_and_never_cuts_a_word(
                 rest = fed[[i for i, ch in enumerate(fed) if not ch.isspace()][len(done) - 1] + 1 :]
                 assert rest[:1].isspace() or (not rest and not fed.rstrip()[-1].isalnum())
         else:
+            assert isinstance(item, str)
             fed += item
             out += c.push(item)
         assert all(chunk and chunk == chunk.strip() for chunk in out)
@@ -836,3 +840,92 @@ def test_property_operator_is_lossless_under_random_timeouts_and_idle(
         last = [i for i, ch in enumerate(fed) if not ch.isspace()][done - 1]
         rest = fed[last + 1 :]
         assert rest[:1].isspace() or (not rest and not fed[last].isalnum()), (m, fed)
+
+
+# --- starving consumer: after an LLM stall the next chunk is cut like chunk 0 (issue 12) ---
+
+
+def test_pure_starve_speaks_a_held_sentence_end_then_cuts_at_a_phrase_boundary() -> None:
+    c = ChunkScheduler(LOW_LATENCY.chunk_length_schedule, LOW_LATENCY.auto_mode, segment=True)
+    assert c.push("Sure thing, let me check the latest departure times for you. ") == [
+        "Sure thing, let me check"
+    ]
+    # Tool call: the LLM is silent. "for you." waits for its next character (an
+    # abbreviation?), which comes only after the stall: the starving consumer takes it.
+    assert c.starve() == ["the latest departure times for you."]
+    # Its audio is sent and the consumer runs dry again: the next chunk is a phrase.
+    assert c.starve() == []
+    assert c.push("The next train to Porto leaves at a quarter past three from platform ") == [
+        "The next train to Porto leaves"  # by max_words, before the phrase opener "at"
+    ]
+    assert c.chunk_index == 3
+    # the urgency ended with that chunk: the rest waits for its threshold again
+    assert c.push("four, and the one after that at five. Then ") == []
+    assert c.flush() == ["at a quarter past three from platform four, and the one after that at five. Then"]
+
+
+def test_pure_starve_releases_buffered_short_sentences_at_once() -> None:
+    c = ChunkScheduler((20, 200), auto_mode=True, segment=True)
+    assert c.push("Hi there, friend of mine. Yes. It is ") == ["Hi there, friend of mine."]
+    assert c.buffered == "Yes."  # below chunk 1's threshold of 200
+    assert c.starve() == ["Yes."]
+    assert c.push("sunny today, ") == []  # that release ended the urgency
+
+
+def test_pure_starve_uses_the_text_already_pending() -> None:
+    c = ChunkScheduler(LOW_LATENCY.chunk_length_schedule, LOW_LATENCY.auto_mode, segment=True)
+    assert c.push("Okay then. The weather in Lisbon is mild, with sun") == ["Okay then."]
+    assert c.starve() == ["The weather in Lisbon is mild,"]  # its first clause after 4 words
+    assert c.flush() == ["with sun"]
+
+
+def test_pure_starve_is_a_no_op_for_chunk_zero_and_without_the_phrase_policy() -> None:
+    c = ChunkScheduler(LOW_LATENCY.chunk_length_schedule, LOW_LATENCY.auto_mode, segment=True)
+    assert c.push("Sure, I") == [] and c.starve() == [] and c.chunk_index == 0
+    balanced = ChunkScheduler(BALANCED.chunk_length_schedule, BALANCED.auto_mode, segment=True)
+    first = "One sentence here is long enough to go out now, my friend, as it has more than 80 letters."
+    assert balanced.push(first + " Two ") == [first]
+    assert balanced.starve() == []
+    assert balanced.push("words and more words and more words, ") == []
+
+
+def test_marble_urgent_after_ms_counts_from_idle_and_is_cancelled_by_work() -> None:
+    text = "The next train to Porto leaves at a quarter past three from platform four "
+    events = [(210, "Let me check the times for you. "), (300, text)]  # a stall from 210 to 300
+    messages = run_idle_marble(
+        events,
+        # busy with chunk 0 from 211, all sent at 250, busy 252-258, idle 258-263:
+        # urgent at 262 (4000 ms = 4 ticks); busy with that chunk 263-270, urgent at 274
+        [(201, True), (211, False), (250, True), (252, False), (258, True), (263, False), (270, True)],
+        schedule=LOW_LATENCY.chunk_length_schedule,
+        auto_mode=True,
+        segment=True,
+        urgent_after_ms=4000,
+    )
+    assert messages == [
+        on_next(210, "Let me check the times"),  # the phrase-aware chunk 0
+        on_next(262, "for you."),  # the held sentence end, at the first urgency
+        on_next(300, "The next train to Porto leaves"),  # urgent since 274: a phrase cut
+        on_next(1000, "at a quarter past three from platform four"),
+        on_completed(1000),
+    ]
+    calm = run_idle_marble(
+        events,
+        [(201, True), (211, False), (250, True), (253, False)],  # never idle 4 s in a row
+        schedule=LOW_LATENCY.chunk_length_schedule,
+        auto_mode=True,
+        segment=True,
+        urgent_after_ms=4000,
+    )
+    assert calm == [
+        on_next(210, "Let me check the times"),
+        on_next(1000, "for you. " + text.strip()),
+        on_completed(1000),
+    ]
+
+
+def test_urgent_after_ms_is_validated() -> None:
+    with pytest.raises(ValueError, match="urgent_after_ms"):
+        chunk_schedule(segment=True, urgent_after_ms=0)
+    with pytest.raises(ValueError, match="urgent_after_ms"):
+        chunk_schedule(segment=True, urgent_after_ms=True)  # type: ignore[arg-type]

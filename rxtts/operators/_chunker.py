@@ -62,6 +62,7 @@ _OPENING: Final = "\"'“‘«‹([{"
 # A clause ends at , ; : or a dash *followed by whitespace* (so a cut never splits a word).
 _CLAUSE: Final = re.compile(r"[,;:—–](?=\s)|\s[-–—](?=\s)")
 _SPACE_RUN: Final = re.compile(r"\s+")
+_SENTENCE_END: Final = re.compile(r"[.!?…][\"'”’»)\]]*$")
 
 
 def _validate_words(first_chunk: FirstChunk | None, min_words: int, max_words: int) -> None:
@@ -319,9 +320,30 @@ class ChunkScheduler:
       across the cut); cutting only at a clause/phrase boundary keeps that
       break where a speaker could pause. Later chunks follow the schedule
       (sentence boundaries first, then clause boundaries for over-long runs).
+    * :meth:`starve` (phrase mode only; the operator calls it when its consumer
+      has been idle a while: the listener is about to hear silence, e.g. after
+      an LLM tool-call stall): the buffered sentences go out at once whatever
+      their length, with the pending sentence if it has ended (the segmenter
+      holds a final ``.`` until the next character shows it is no abbreviation:
+      before a stall that character comes only after the stall); if there are
+      none, the next chunk is cut like chunk 0 (phrase boundary, from the text
+      pending now), not at the schedule's threshold. One such chunk per call;
+      any release ends it.
     """
 
-    __slots__ = ("_auto", "_buf", "_fed", "_k", "_last_text", "_len", "_max", "_phrase", "_schedule", "_seg")
+    __slots__ = (
+        "_auto",
+        "_buf",
+        "_fed",
+        "_k",
+        "_last_text",
+        "_len",
+        "_max",
+        "_phrase",
+        "_schedule",
+        "_seg",
+        "_urgent",
+    )
 
     def __init__(
         self,
@@ -348,6 +370,7 @@ class ChunkScheduler:
         self._fed = 0  # segment=True: characters pushed this turn
         self._last_text = -1  # ... and the index of the last non-space one
         self._phrase = _PhraseFinder(min_words, max_words) if phrase else None
+        self._urgent = False  # starve(): the next chunk is cut like chunk 0
 
     @property
     def chunk_index(self) -> int:
@@ -399,15 +422,36 @@ class ChunkScheduler:
         out: list[str] = []
         for segment in seg.push(text):
             out += self._push_segment(segment)
-        phrase = self._phrase
-        if phrase is not None and self._k == 0:
-            cut = phrase.feed(text)
-            if cut >= 0:
-                n = cut - (phrase.fed - seg.pending_length)  # offset into the pending text
-                if 0 < n <= seg.safe_end():
-                    self._append(seg.take(n))
-                    out += self._release(keep_short_rest=False)
+        if self._phrase is not None and (self._k == 0 or self._urgent):
+            out += self._phrase_cut(text)
         return out
+
+    def _phrase_cut(self, text: str) -> list[str]:
+        """Feed the phrase finder; release the pending text up to its cut, if any."""
+        phrase, seg = self._phrase, self._seg
+        assert phrase is not None and seg is not None
+        cut = phrase.feed(text)
+        if cut >= 0:
+            n = cut - (phrase.fed - seg.pending_length)  # offset into the pending text
+            if 0 < n <= seg.safe_end():
+                self._append(seg.take(n))
+                return self._release(keep_short_rest=False)
+        return []
+
+    def starve(self) -> list[str]:
+        """The consumer is running dry: speak what is buffered now, else cut the next
+        chunk at a phrase boundary (see the class doc; phrase mode only)."""
+        seg = self._seg
+        if self._phrase is None or seg is None or self._k == 0 or self._urgent:
+            return []
+        n = seg.releasable()
+        if n and _SENTENCE_END.search(seg.pending[:n].rstrip()):
+            self._append(seg.take(n))  # a sentence end held for its next character
+        if self._buf:
+            return self._release(keep_short_rest=False)
+        self._urgent = True
+        self._phrase.reset()
+        return self._phrase_cut(seg.pending)
 
     def timeout(self) -> list[str]:
         """Release after silence (k keeps counting); keeps a pending partial word."""
@@ -426,6 +470,7 @@ class ChunkScheduler:
                 out += self._push_segment(segment)
         out += self._release(keep_short_rest=False)
         self._k = 0
+        self._urgent = False
         self._fed = 0
         self._last_text = -1
         if self._phrase is not None:
@@ -442,13 +487,14 @@ class ChunkScheduler:
         if not segment:
             return []
         self._append(segment)
-        if self._len < self.threshold() and not (self._auto and self._k == 0):
+        if self._len < self.threshold() and not (self._auto and self._k == 0) and not self._urgent:
             return []
         return self._release(keep_short_rest=True)
 
     def _release(self, keep_short_rest: bool) -> list[str]:
         if not self._buf:
             return []
+        self._urgent = False  # a chunk goes out: the consumer has work again
         joins: list[int] = []  # sentence boundaries inside the joined text
         for segment in self._buf[:-1]:
             joins.append((joins[-1] + 1 if joins else 0) + len(segment))

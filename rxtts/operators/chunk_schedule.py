@@ -53,6 +53,7 @@ def chunk_schedule(
     first_chunk: FirstChunk | None = None,
     min_words: int = 4,
     max_words: int = 6,
+    urgent_after_ms: float | None = 400,
 ) -> Callable[[Observable[TextItem]], Observable[TextItem]]:
     """Groups text into synthesis chunks by a chunk-length schedule.
 
@@ -125,7 +126,7 @@ def chunk_schedule(
             scheduler, then :class:`TimeoutScheduler`.
         idle: "The consumer has nothing left to send" flags; the idle timer
             counts only while the latest value is ``True`` (``None``: always).
-            Not subscribed without ``flush_timeout_ms``.
+            Not subscribed without ``flush_timeout_ms`` or phrase mode.
         segment: The input is the raw token stream; segment it here.
         first_chunk: ``"sentence"``, ``"phrase"`` or ``None`` (derived from
             ``auto_mode`` and ``segment``).
@@ -136,6 +137,14 @@ def chunk_schedule(
             6 words ~200 ms (TTFA p50 ~310 ms) with no loss of intelligibility (Whisper
             WER 3.2 % vs 4.1 %). The price: a long first sentence is more often cut before
             its first comma (at a phrase boundary, never after a function word).
+        urgent_after_ms: Phrase mode with ``idle``: once the consumer has been idle
+            this long (its listener is about to hear silence: the LLM stalled, e.g.
+            on a tool call, or is slower than the voice), the buffered text goes out
+            at once and the next chunk is cut like chunk 0, at a phrase boundary
+            (:meth:`ChunkScheduler.starve`); ``None``: never. Default 400 ms: with
+            the server's 1 s pacing lead, ~600 ms of audio are left to play, more than
+            a phrase cut's wait (~200 ms of tokens at 40/s) plus the engine's first
+            audio (~80 ms). Counted from the moment ``idle`` turned ``True``.
 
     Returns:
         An operator function from a segment (or token) stream to a chunk
@@ -144,7 +153,7 @@ def chunk_schedule(
     Raises:
         ValueError: an empty or non-increasing ``schedule``, a non-positive
             ``max_buffer_length``, ``flush_timeout_ms``, ``min_words`` or
-            ``max_words``, ``max_words < min_words``, an unknown
+            ``max_words`` or ``urgent_after_ms``, ``max_words < min_words``, an unknown
             ``first_chunk``, or ``first_chunk="phrase"`` without ``segment``
             (the message names the field).
     """
@@ -154,6 +163,9 @@ def chunk_schedule(
         min_words=min_words, max_words=max_words,
     )  # fmt: skip
     timeout = None if flush_timeout_ms is None else timedelta(milliseconds=flush_timeout_ms)
+    if urgent_after_ms is not None and (isinstance(urgent_after_ms, bool) or not urgent_after_ms > 0):
+        raise ValueError(f"urgent_after_ms must be positive or None, got {urgent_after_ms!r}")
+    urgent_after = None if urgent_after_ms is None else timedelta(milliseconds=urgent_after_ms)
 
     def _chunk_schedule(source: Observable[TextItem]) -> Observable[TextItem]:
         def subscribe(
@@ -165,6 +177,8 @@ def chunk_schedule(
                 min_words=min_words, max_words=max_words,
             )  # fmt: skip
             timer = SerialDisposable()
+            urgent_timer = SerialDisposable()  # urgent_after_ms, from idle turning True
+            urgent = urgent_after if chunker.phrase_first_chunk else None
             lock = threading.RLock()  # source, idle and timer threads may interleave
             generation = [0]  # invalidates a timer that fired while we were busy
             idle_now = [True]  # latest idle flag (idle until told otherwise)
@@ -190,6 +204,23 @@ def chunk_schedule(
 
                 timer.disposable = _scheduler.schedule_relative(timeout, action)
 
+            def arm_urgent() -> None:
+                """Start the urgency timer when idle turns True; cancel it when False."""
+                if urgent is None or urgent_timer.is_disposed:
+                    return
+                if not idle_now[0]:
+                    urgent_timer.disposable = None
+                    return
+
+                def action(_: abc.SchedulerBase, __: Any = None) -> None:
+                    with lock:
+                        if stopped[0] or not idle_now[0]:
+                            return
+                        for chunk in chunker.starve():
+                            observer.on_next(chunk)
+
+                urgent_timer.disposable = _scheduler.schedule_relative(urgent, action)
+
             def on_next(item: TextItem) -> None:
                 with lock:
                     if stopped[0]:
@@ -210,6 +241,7 @@ def chunk_schedule(
                         return
                     idle_now[0] = bool(value)
                     arm()  # True: count from now; False: cancel
+                    arm_urgent()
 
             def on_error(exc: Exception) -> None:
                 with lock:
@@ -218,6 +250,7 @@ def chunk_schedule(
                     stopped[0] = True
                     generation[0] += 1
                     timer.dispose()
+                    urgent_timer.dispose()
                     observer.on_error(exc)
 
             def on_completed() -> None:
@@ -227,15 +260,16 @@ def chunk_schedule(
                     stopped[0] = True
                     generation[0] += 1
                     timer.dispose()
+                    urgent_timer.dispose()
                     for chunk in chunker.flush():
                         observer.on_next(chunk)
                     observer.on_completed()
 
             idle_subscription: abc.DisposableBase = Disposable()
-            if idle is not None and timeout is not None:
+            if idle is not None and (timeout is not None or urgent is not None):
                 idle_subscription = idle.subscribe(on_idle, on_error, scheduler=scheduler_)
             subscription = source.subscribe(on_next, on_error, on_completed, scheduler=scheduler_)
-            return CompositeDisposable(idle_subscription, subscription, timer)
+            return CompositeDisposable(idle_subscription, subscription, timer, urgent_timer)
 
         return Observable(subscribe)
 
