@@ -144,6 +144,13 @@ class SynthesisSettings:
     ``word_timestamps``. Off by default: it costs piper a word-by-word phonemisation and
     a match before the first audio (measured ~1 ms for 6 words, ~4 ms for 25, see
     ``rxtts.bench.engine``). Engines without alignment ignore it."""
+    early_audio: bool = True
+    """Decode for the earliest first sample (piper with streaming decode: in decoder
+    windows, ~1.3x the compute of a whole-sentence decode); ``False``: the engine's most
+    efficient decode (piper: one decoder run per sentence, the same samples to ~1e-5).
+    :func:`~rxtts.operators.synthesize` sets it per chunk: ``True`` only while the
+    listener may be waiting for this chunk (issue 12, capacity). Engines without such a
+    choice ignore it."""
 
     def __post_init__(self) -> None:
         if not MIN_SPEED <= self.speed <= MAX_SPEED:

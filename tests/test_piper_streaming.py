@@ -146,6 +146,21 @@ def test_first_block_is_one_small_window_yielded_before_the_rest_is_decoded(stre
 
 
 @pytest.mark.slow
+def test_early_audio_off_decodes_each_sentence_in_one_run_with_the_same_samples(
+    monkeypatch: pytest.MonkeyPatch, streaming: PiperEngine
+) -> None:
+    noiseless(monkeypatch)
+    engine, spy = spied(streaming)
+    text = TWENTY_FIVE + " " + SIX
+    cheap = list(engine.synthesize(text, JOE, SynthesisSettings(early_audio=False), CancelToken()))
+    assert spy.calls == len(cheap) == 2  # one decoder run and one block per sentence
+    windowed = list(engine.synthesize(text, JOE, SynthesisSettings(), CancelToken()))
+    assert spy.calls - 2 == len(windowed) >= 5
+    got, want = np.concatenate(cheap), np.concatenate(windowed)
+    assert len(got) == len(want) and float(np.max(np.abs(got - want))) < 1e-3
+
+
+@pytest.mark.slow
 def test_cancel_between_windows_runs_no_further_window(streaming: PiperEngine) -> None:
     engine, spy = spied(streaming)
     token = CancelToken()

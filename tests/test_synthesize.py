@@ -274,6 +274,31 @@ def test_lead_s_keeps_a_silent_chunk_and_none_keeps_every_lead():
     assert int(np.flatnonzero(first)[0]) == engine.LEAD
 
 
+class SettingsSpy(ToneEngine):
+    """Records each call's ``early_audio``; audio: ``len(text)`` tenths of a second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.early: list[bool] = []
+
+    def synthesize(
+        self, text: str, voice: VoiceInfo, settings: SynthesisSettings, cancel: CancelToken
+    ) -> Iterator[np.ndarray]:
+        self.early.append(settings.early_audio)
+        yield np.full(len(text) * self.sample_rate // 10, 0.2, np.float32)
+
+
+def test_early_audio_only_while_the_listener_may_be_waiting() -> None:
+    engine = SettingsSpy()
+    # "ab" is 0.2 s of audio: the listener of "abcdefghijklmnopqrst" (2 s) may wait;
+    # "xy" then has ~2.2 s of audio ahead of real-time playback: the cheap decode.
+    run(reactivex.of("ab", "abcdefghijklmnopqrst", "xy", FLUSH), synthesize(engine, VOICE))
+    assert engine.early == [True, True, False]
+    never = SettingsSpy()
+    run(reactivex.of("ab", "cd"), synthesize(never, VOICE, SynthesisSettings(early_audio=False)))
+    assert never.early == [False, False]  # a caller's False is kept
+
+
 # -- encode_audio -----------------------------------------------------------------------------
 
 

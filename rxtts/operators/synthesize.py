@@ -25,6 +25,14 @@ near-silence: at a turn's start it is only delay, between chunks it is part of t
 so later chunks keep theirs. Only the first block with any sound is cut, so a silent
 chunk is never emptied.
 
+Early audio (issue 12, capacity): a chunk is synthesised with
+``SynthesisSettings.early_audio=True`` (piper: windowed decode, ~1.3x compute for the
+earliest first sample) only while its listener may be waiting: the subscription's first
+chunk, or a chunk that starts with less than :data:`EARLY_AUDIO_AHEAD_S` of audio ahead
+of real-time playback (estimated as if playback started with the first block and never
+paused: audio produced minus wall time since then). Later chunks of a flowing turn are
+decoded the cheap way while the audio before them plays.
+
 Normalisation (issue 13): a chunk may come as a
 :class:`~rxtts.operators.NormalizedText` (the server's pipeline normalises after
 ``chunk_schedule``); the engine then speaks its ``text``, while ``ChunkStarted.text``
@@ -36,6 +44,7 @@ merges the words of one rewrite ("three dollars and fifty cents" is one word
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import time
@@ -64,6 +73,7 @@ from rxtts.operators._normalize import NormalizedText
 from rxtts.operators.flush import FLUSH, TextItem
 
 __all__ = [
+    "EARLY_AUDIO_AHEAD_S",
     "BlockAlignment",
     "BlockAudio",
     "ChunkDone",
@@ -75,6 +85,11 @@ __all__ = [
     "original_alignment",
     "synthesize",
 ]
+
+EARLY_AUDIO_AHEAD_S = 1.0
+"""A chunk that starts with less audio than this ahead of playback is synthesised for
+early audio (module doc): piper's whole-sentence decode of 25 words takes ~0.3 s on 2
+idle cores, ~0.65 s loaded, so with 1 s ahead the listener does not wait for it."""
 
 SynthInput: TypeAlias = TextItem | NormalizedText
 """What :func:`synthesize` takes: text chunks (spoken as they are) or normalised chunks
@@ -214,6 +229,10 @@ class _Synthesis:
         self.lead = None if lead_s is None else max(0, round(lead_s * engine.sample_rate))
         """Samples of silence kept before the first chunk's first sound (None: all)."""
         self.first_chunk = True
+        self.first_audio_at: float | None = None
+        """``perf_counter()`` of the first block: the estimated start of playback."""
+        self.audio_s = 0.0
+        """Seconds of audio of the chunks done so far."""
         self.voice = voice
         self.settings = settings
         self.executor = executor
@@ -274,7 +293,10 @@ class _Synthesis:
             self.observer.on_next(started)
             try:
                 lead, self.first_chunk = (self.lead if self.first_chunk else None), False
-                self.executor.submit(self._work, started.spoken, started.normalized, lead)
+                settings = self.settings
+                if settings.early_audio and self._ahead_s() >= EARLY_AUDIO_AHEAD_S:
+                    settings = dataclasses.replace(settings, early_audio=False)
+                self.executor.submit(self._work, started.spoken, started.normalized, lead, settings)
             except RuntimeError as exc:  # executor shut down: the server is stopping
                 self._fail(exc)
                 return
@@ -282,16 +304,24 @@ class _Synthesis:
             self.stopped = True
             self.observer.on_completed()
 
+    def _ahead_s(self) -> float:
+        """Audio ahead of real-time playback now (0 before the first block)."""
+        if self.first_audio_at is None:
+            return 0.0
+        return self.audio_s - (time.perf_counter() - self.first_audio_at)
+
     # -- worker thread -----------------------------------------------------------------
 
-    def _work(self, text: str, normalized: NormalizedText | None, lead: int | None) -> None:
+    def _work(
+        self, text: str, normalized: NormalizedText | None, lead: int | None, settings: SynthesisSettings
+    ) -> None:
         """``lead``: silence kept before the chunk's first sound (None: all, see module doc)."""
         started = time.perf_counter()
         produced = 0
         rate = self.engine.sample_rate
         held: list[Alignment] = []  # alignments waiting for the lead cut (they shift with it)
         try:
-            for block in engine_blocks(self.engine, text, self.voice, self.settings, self.token):
+            for block in engine_blocks(self.engine, text, self.voice, settings, self.token):
                 if self.token.cancelled:
                     return
                 if block.alignment is not None:  # before the audio of the words it times
@@ -310,6 +340,8 @@ class _Synthesis:
                         self._deliver(functools.partial(self._emit, BlockAlignment(alignment.shifted(cut))))
                     held.clear()
                 if samples.size:
+                    if self.first_audio_at is None:
+                        self.first_audio_at = time.perf_counter()
                     produced += samples.size
                     self._deliver(functools.partial(self._emit, BlockAudio(samples, rate)))
         except Exception as exc:  # engine failure: becomes an error frame upstream
@@ -341,6 +373,7 @@ class _Synthesis:
             if self.stopped:
                 return
             self.busy = False
+            self.audio_s += done.audio_seconds
             self.observer.on_next(done)
             self._pump()
 

@@ -16,6 +16,9 @@ importing rxtts never pulls them in.
   are decoded and dropped, and every window is yielded as soon as it is ready. With the
   default margins (48, 40: streaming-vits' defaults) the concatenation matches the
   whole-sentence decode to ~1e-5, same length (measured; tests assert < 1e-3, +-2).
+  Only where it buys latency: with ``SynthesisSettings.early_audio=False`` (the
+  synthesize operator's choice for a chunk whose listener has audio ahead) the decoder
+  runs once per sentence, which saves the margins' ~1.3x compute (capacity).
   Measured on 2 shared cores (``python -m rxtts.bench.engine``, p50): first audio 42 vs
   72 ms for 6 words, 86 vs 410 ms for 25 words; total time 1.0-1.45x of one decode.
   Why not ``streaming_vits.StreamingTTS`` itself: it caches its split next to the model
@@ -339,7 +342,16 @@ class PiperEngine:
                 lead = edges[0] if index == 0 else None
                 tail = edges[1] if index == len(sentences) - 1 else None
                 yield from self._sentence(
-                    model, phonemes, scales, factor, run_options, cancel, aligner, index, (lead, tail)
+                    model,
+                    phonemes,
+                    scales,
+                    factor,
+                    run_options,
+                    cancel,
+                    aligner,
+                    index,
+                    (lead, tail),
+                    settings.early_audio,
                 )
                 if cancel.cancelled:
                     return
@@ -359,9 +371,11 @@ class PiperEngine:
         aligner: _Aligner | None,
         index: int,
         edges: tuple[int | None, int | None] = (None, None),
+        early: bool = True,
     ) -> Iterator[EngineBlock]:
         """``edges``: silence kept at most at the sentence's start and end (``None``: all);
-        the call's first and last sentence get the chunk's caps (seams, issue 11)."""
+        the call's first and last sentence get the chunk's caps (seams, issue 11).
+        ``early``: decode in windows (``SynthesisSettings.early_audio``)."""
         ids, owner = phoneme_ids(phonemes, model.voice.config.phoneme_id_map)
         feed = {
             "input": np.array([ids], dtype=np.int64),
@@ -380,7 +394,8 @@ class PiperEngine:
             if prior is None:
                 return
             durations = prior.durations
-            pieces = self._windows(model, prior, run_options, cancel)
+            windows = self.windows if early else (prior.z_p.shape[2],)
+            pieces = self._windows(model, prior, run_options, cancel, windows)
         alignment = aligner.sentence(index, phonemes, durations, owner, model.hop) if aligner else None
         resampler = None
         if factor != 1.0:  # derived voice: read at sr*f, resample to sr -> pitch x f
@@ -413,13 +428,19 @@ class PiperEngine:
         return _Prior(z_p, mask, np.asarray(durations).reshape(-1))
 
     def _windows(
-        self, model: _Model, prior: _Prior, run_options: Any, cancel: CancelToken
+        self,
+        model: _Model,
+        prior: _Prior,
+        run_options: Any,
+        cancel: CancelToken,
+        windows: Sequence[int] | None = None,
     ) -> Iterator[tuple[np.ndarray, bool]]:
         """Decode ``prior`` window by window (streaming-vits ``decode_chunk``): frames
-        ``[lo, hi)`` around ``[a, b)`` are decoded and the margins dropped."""
+        ``[lo, hi)`` around ``[a, b)`` are decoded and the margins dropped. ``windows``:
+        default :attr:`windows`; one window of the whole sentence is one decoder run."""
         frames = prior.z_p.shape[2]
         z_name, mask_name, _ = model.inputs
-        for a, b, lo, hi in window_bounds(frames, self.windows, self.margins):
+        for a, b, lo, hi in window_bounds(frames, windows or self.windows, self.margins):
             if cancel.cancelled:  # checked between windows: a cancel costs one window at most
                 return
             feed = {z_name: prior.z_p[:, :, lo:hi], mask_name: prior.mask[:, :, lo:hi]}
