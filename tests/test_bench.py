@@ -255,7 +255,7 @@ def test_word_error_rate_compares_spoken_forms() -> None:
 def test_realistic_structure(results: tuple[Path, dict[str, Any], int]) -> None:
     r = results[1]["benchmarks"]["realistic"]["result"]
     assert r["answers"] == 2 and r["tool_call_answers"] == 1
-    assert list(r["variants"]) == ["stream", "balanced", "stream, max_words=12"]
+    assert list(r["variants"]) == ["stream", "balanced", "stream, max_words=12", "stream, no urgency"]
     assert set(r["skipped"]) == {"whole", "intelligibility", "engine", "capacity"}
     for v in r["variants"].values():
         s = v["summary"]

@@ -24,10 +24,11 @@ after one uncounted warm-up turn each:
 - ``whole``: low-latency preset on the whole-sentence server (piper only);
 - ``balanced``: balanced preset (chunk 0 = the first sentence(s) up to 80 characters) on
   the streaming server, for reference; this turn is disposed at its first sound;
-- ``stream, max_words=6`` (what-if, not the shipped default): as ``stream``, but the
-  server's phrase-aware chunk 0 is cut by 6 words instead of 12 (``chunk_schedule``'s
-  ``max_words``, patched in :mod:`rxtts.server.pipeline` for these turns only): what
-  the TTFA goal would need, with its cost in dead air and WER.
+- what-ifs (:data:`WHAT_IFS`, not the shipped defaults): as ``stream``, with other
+  ``chunk_schedule`` arguments (patched in :mod:`rxtts.server.pipeline` for these turns
+  only): ``max_words=12`` (the first shipped phrase cut; the shipped 6 is the TTFA
+  goal's price, paid or not in dead air and WER), ``urgent_after_ms=None`` (no urgency
+  after a stall: the dead air it saves).
 
 Measured per turn (``stream`` and ``whole`` play the whole answer):
 
@@ -35,12 +36,13 @@ Measured per turn (``stream`` and ``whole`` play the whole answer):
   first frame with a sample above -50 dBFS plus that sample's offset). Goals: p50 <= 300
   ms, p90 <= 450 ms. Its profile: ``wait`` = first token -> the server's engine call for
   chunk 0 (the tokens chunk 0 needs, at 40 tokens/s, plus transport and scheduling),
-  ``engine`` = that call -> its first non-silent block, ``post`` = that block -> the
-  client (resampling, framing, WebSocket, Rx delivery).
+  ``engine`` = that call -> its first block, ``post`` = that block -> the first audible
+  sample at the client (the lead silence kept, resampling, framing, WebSocket, Rx).
 - Dead air: a simulated real-time player starts at the first audio frame and plays each
   frame for its duration; every moment it has nothing to play before the last frame is
-  dead air (:func:`rxtts.bench.scale.stall_seconds`). Goal: <= 150 ms per answer; the
-  tool-call answers are reported apart (the LLM itself is silent for 1.5 s there).
+  dead air (:func:`rxtts.bench.scale.stall_seconds`). Goal: <= 150 ms per answer, the
+  tool-call answers included (the LLM is silent for 1.5 s there; what the listener
+  hears in that time is the server's doing); they are also reported apart.
 - Intelligibility (full runs with piper and the ``bench`` extra): each turn's audio is
   transcribed by faster-whisper tiny.en (:mod:`rxtts.bench.whisper`) after the servers
   stopped; WER against ``normalize_text(answer).text`` (what the voice should read).
@@ -129,9 +131,12 @@ GOAL_DEAD_AIR_MS = 150.0
 GOAL_ENGINE_FIRST_MS = 80.0
 GOAL_ACK_P99_MS = 50.0
 CAPACITY_LEVELS = (1, 2, 4, 8, 12, 16, 24, 32)
-WHAT_IF_MAX_WORDS = (12,)
-"""What-if variants: ``chunk_schedule(max_words=12)`` (the first shipped value) instead of
-the shipped 6, so the trade-off stays measured side by side."""
+WHAT_IFS: dict[str, dict[str, Any]] = {
+    "stream, max_words=12": {"max_words": 12},
+    "stream, no urgency": {"urgent_after_ms": None},
+}
+"""What-if variants: ``chunk_schedule`` arguments instead of the shipped ones, so each
+trade-off stays measured side by side (module doc)."""
 _TURN_TIMEOUT_S = 120.0
 
 
@@ -284,8 +289,8 @@ def _record(answer: Answer, turn: _Turn, log: CallLog, full: bool) -> dict[str, 
         "ttfa_ms": _ms(first, turn.first_sound),
         "ttfb_ms": _ms(first, turn.frames[0][0] if turn.frames else None),
         "wait_ms": _ms(first, call.start) if call else None,
-        "engine_ms": _ms(call.start, call.first_sound) if call else None,
-        "post_ms": _ms(call.first_sound, turn.first_sound) if call else None,
+        "engine_ms": _ms(call.start, call.first_block) if call else None,
+        "post_ms": _ms(call.first_block, turn.first_sound) if call else None,
         "chunk0_text": call.text if call else None,
         "chunk0_chars": len(call.text) if call else None,
         "tokens_before_chunk0": sum(1 for t in turn.sent if call and t <= call.start),
@@ -339,8 +344,8 @@ class _Variant:
     preset: str
     server: str
     full: bool
-    max_words: int | None = None
-    """What-if: the server's ``chunk_schedule(max_words=...)`` for this variant's turns."""
+    what_if: dict[str, Any] | None = None
+    """What-if: the server's ``chunk_schedule(**what_if)`` for this variant's turns."""
     config: dict[str, Any] = field(default_factory=dict)
     """Further :class:`~rxtts.config.StreamConfig` fields of the session."""
     session: StreamingSession | None = None
@@ -370,7 +375,7 @@ async def _turns(
             plan = schedule(answer, SEED + i, stall_s=stall_s)
             for v in variants:
                 assert v.session is not None
-                with _phrase_max_words(v.max_words):
+                with _what_if(v.what_if):
                     turn = await _speak(v.session, plan, full=v.full, keep_audio=keep_audio and v.full)
                 await _settled(logs[v.server], turn.sent[0])
                 v.turns.append(_record(answer, turn, logs[v.server], v.full))
@@ -388,20 +393,20 @@ async def _turns(
 
 
 @contextlib.contextmanager
-def _phrase_max_words(max_words: int | None) -> Iterator[None]:
-    """What-if: the server pipeline builds ``chunk_schedule(..., max_words=max_words)``.
+def _what_if(kwargs: dict[str, Any] | None) -> Iterator[None]:
+    """What-if: the server pipeline builds ``chunk_schedule(..., **kwargs)``.
 
     Patches the name ``chunk_schedule`` in :mod:`rxtts.server.pipeline` for one turn
     (turns run one at a time; the server builds its pipeline when the turn's first text
-    arrives). ``None``: the shipped default, nothing patched.
+    arrives). ``None``: the shipped defaults, nothing patched.
     """
-    if max_words is None:
+    if kwargs is None:
         yield
         return
     from rxtts.operators import chunk_schedule
     from rxtts.server import pipeline
 
-    setattr(pipeline, "chunk_schedule", functools.partial(chunk_schedule, max_words=max_words))  # noqa: B010
+    setattr(pipeline, "chunk_schedule", functools.partial(chunk_schedule, **kwargs))  # noqa: B010
     try:
         yield
     finally:
@@ -600,9 +605,9 @@ def _summary(turns: Sequence[dict[str, Any]], full: bool) -> dict[str, Any]:
         dead = col("dead_air_ms", plain)
         s["dead_air_p50_ms"] = _pct(dead, 50)
         s["dead_air_max_ms"] = max(dead, default=None)
-        s["dead_air_failures"] = [
+        s["dead_air_failures"] = [  # tool-call answers too: the stall is the LLM's, the silence ours
             {"answer": r["answer"], "dead_air_ms": r["dead_air_ms"]}
-            for r in plain
+            for r in turns
             if r["dead_air_ms"] > GOAL_DEAD_AIR_MS
         ]
         s["dead_air_goal_met"] = not s["dead_air_failures"]
@@ -633,7 +638,7 @@ def run(
     answers: Sequence[Answer] | None = None,
     capacity: bool | None = None,
     intelligibility: bool | None = None,
-    what_if_max_words: Sequence[int] = WHAT_IF_MAX_WORDS,
+    what_ifs: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark, print its table, return (and optionally write) the results.
 
@@ -645,9 +650,8 @@ def run(
         answers: The corpus (default :data:`CORPUS`; quick: 2 of them, one a tool call).
         capacity: Force the capacity section on/off (default: piper and not quick).
         intelligibility: Force the Whisper section on/off (default: piper, not quick).
-        what_if_max_words: Extra ``stream`` variants whose server cuts the phrase-aware
-            chunk 0 by this many words at most (the shipped default is 6; see
-            :func:`_phrase_max_words`).
+        what_ifs: Extra ``stream`` variants by name: ``chunk_schedule`` arguments of
+            their server pipelines (default :data:`WHAT_IFS`; see :func:`_what_if`).
     """
     from rxtts.bench import whisper
     from rxtts.server.embedded import start_background_server
@@ -678,8 +682,8 @@ def run(
     else:
         skipped["whole"] = "needs piper (whole-sentence decode is a PiperEngine mode)"
     variants.append(_Variant("balanced", "balanced", "streaming", False))
-    for n in what_if_max_words:
-        variants.append(_Variant(f"stream, max_words={n}", "low-latency", "streaming", True, max_words=n))
+    for name, kwargs in (WHAT_IFS if what_ifs is None else what_ifs).items():
+        variants.append(_Variant(name, "low-latency", "streaming", True, what_if=kwargs))
     logs = {name: e.log for name, e in engines.items()}
     try:
         asyncio.run(
@@ -731,7 +735,7 @@ def run(
             v.name: {
                 "preset": v.preset,
                 "server": v.server,
-                "phrase_max_words": v.max_words,
+                "what_if": v.what_if,
                 "full_turns": v.full,
                 "summary": _summary(v.turns, v.full),
                 "turns": v.turns,
@@ -771,7 +775,7 @@ def format_result(result: dict[str, Any]) -> str:
         rows.append(
             [
                 f"{name} ({v['preset']}, {v['server']} decode)"
-                if v.get("phrase_max_words") is None
+                if v.get("what_if") is None
                 else f"{name} (what-if, {v['server']} decode)",
                 fmt(s["ttfa_p50_ms"], 0),
                 fmt(s["ttfa_p90_ms"], 0),
