@@ -37,6 +37,26 @@ def test_piper_ttfa_for_a_short_sentence(piper_server, wire):
     assert np.sqrt(np.mean(pcm**2)) > 0.02
 
 
+@pytest.mark.parametrize(
+    "text", ["For a simple tomato pasta you need four things.", "Here are the three steps to take."]
+)
+def test_a_turn_starts_with_sound_not_the_engines_lead_silence(piper_server, wire, text):
+    # Issue 12: piper leads these sentences with 45-60 ms below -50 dBFS; at a turn's
+    # start that is only delay. The server keeps 10 ms (TURN_LEAD_S).
+    from rxtts.audio.silence import first_non_silent_sample
+    from rxtts.server.pipeline import TURN_LEAD_S
+
+    async def main():
+        async with wire.connect(piper_server, "/ws/tts/stream") as ws:
+            await ws.send({"text": text, "flush": True, "voice_id": VOICE})
+            return await ws.recv_until(lambda f: f.get("session_closed"), timeout=30)
+
+    frames = wire.run(main())
+    pcm = np.concatenate([np.frombuffer(wire.audio_bytes(f), "<i2") for f in frames if "audio" in f])
+    lead_s = first_non_silent_sample(pcm.astype(np.float32) / 32768) / 24000
+    assert TURN_LEAD_S - 0.005 <= lead_s <= TURN_LEAD_S + 0.005  # detector windows: 64 samples
+
+
 def test_piper_cancel_stops_mid_sentence(piper_server, wire):
     async def main():
         async with wire.connect(piper_server, "/ws/tts/stream") as ws:

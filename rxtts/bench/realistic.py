@@ -828,7 +828,7 @@ def format_result(result: dict[str, Any]) -> str:
         verdicts.append(line)
     parts.append(
         f"goals: TTFA p50 <= {goals['ttfa_p50_ms']:g} ms, p90 <= {goals['ttfa_p90_ms']:g} ms; dead air <= "
-        f"{goals['dead_air_ms']:g} ms per answer (tool-call answers apart) -> " + "; ".join(verdicts)
+        f"{goals['dead_air_ms']:g} ms per answer, tool-call answers included -> " + "; ".join(verdicts)
     )
     if words:
         parts.append(
