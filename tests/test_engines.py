@@ -29,7 +29,7 @@ from rxtts.server.engines import (
 from rxtts.server.engines import catalogue as catalogue_module
 from rxtts.server.engines import espeak as espeak_module
 from rxtts.server.engines import piper as piper_module
-from rxtts.server.engines.piper import piper_scales, soft_limit
+from rxtts.server.engines.piper_parts import piper_scales, soft_limit
 
 SENTENCE = "Hello world, this is a test."
 PITCH_TEXT = "Hello world, this is a test of my speaking voice."

@@ -168,7 +168,7 @@ def test_piper_chunks_end_with_a_pause_like_their_punctuation(piper_engine, text
 
 
 def test_natural_piper_seams_are_left_alone(piper_engine):
-    from rxtts.server.engines.piper import silent_edges, tail_silence_seconds
+    from rxtts.server.engines.piper_parts import silent_edges, tail_silence_seconds
 
     lead, tail = edges_ms(piper_engine, "Hello!", 1.0)
     assert 10 < lead < 100 and 50 < tail <= 250  # measured 29 and 145 ms: no cut

@@ -17,7 +17,8 @@ import pytest
 
 from rxtts.server.engines import CancelToken, PiperEngine, SynthesisSettings
 from rxtts.server.engines import piper as piper_module
-from rxtts.server.engines.piper import DEFAULT_MARGINS, DEFAULT_WINDOWS, PIPER_VOICES, window_bounds
+from rxtts.server.engines.piper import PIPER_VOICES
+from rxtts.server.engines.piper_parts import DEFAULT_MARGINS, DEFAULT_WINDOWS, window_bounds
 from rxtts.server.engines.piper_split import model_digest, split_voice
 
 JOE, BRIGHT = PIPER_VOICES[0], PIPER_VOICES[1]
