@@ -82,9 +82,7 @@ def test_piper_cancel_stops_mid_sentence(piper_server, wire):
     assert wire.kinds(nxt)[-2:] == ["final", "session_closed"]
 
 
-TWO_VOICES = (
-    "The same words in two voices, so that anyone can tell the bright one from the plain one."
-)
+TWO_VOICES = "The same words in two voices, so that anyone can tell the bright one from the plain one."
 
 
 def test_piper_two_contexts_concurrently_with_distinct_voices(piper_server, wire):
