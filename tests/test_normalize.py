@@ -40,7 +40,7 @@ CORPUS: list[dict[str, Any]] = json.loads(CORPUS_PATH.read_text(encoding="utf-8"
 
 CATEGORIES = {
     "currency", "number", "year", "decade", "ordinal", "date", "time", "percent", "unit",
-    "abbreviation", "phone", "email", "url", "range", "fraction", "symbol", "markup", "plain",
+    "abbreviation", "phone", "email", "url", "range", "fraction", "symbol", "markup", "plain", "roman",
 }  # fmt: skip
 
 on_next = ReactiveTest.on_next
@@ -417,6 +417,10 @@ MISREADINGS = [
     ("It weighs 10kg.", "kˌeɪdʒˈiː"),  # "k g"
     ("It starts at 5:00.", "zˈiəɹoʊ zˈiəɹoʊ"),  # "five zero zero"
     ("Call 555-123-4567.", "hˈʌndɹɪd"),  # "five hundred fifty-five dash ..."
+    ("World War II ended.", "ɹˌoʊmən"),  # "World War roman two"
+    ("Louis XIV built it.", "ɹˌoʊmən"),  # "Louis roman fourteen"
+    ("That costs USD 45.", "jˌuːˌɛsdˈiː"),  # "U S D forty-five"
+    ("It downloads at 5 MB/s.", "slˈæʃ"),  # "M B slash S"
 ]
 
 
@@ -433,4 +437,12 @@ def test_espeak_sees_one_sentence_after_a_title() -> None:
 
     raw = "Dr. Smith met the U.S. Army in St. Louis, e.g. at 3 p.m. today."
     assert len(phonemize(raw)) == 4  # espeak-ng ends a sentence after "Dr.", "U.S." and "St."
+    assert len(phonemize(normalize_text(raw).text)) == 1
+
+
+def test_espeak_sees_one_sentence_after_a_weekday_abbreviation() -> None:
+    from rxtts.bench.normalize import phonemize
+
+    raw = "The sale ends Fri., Nov. 29 at noon."
+    assert len(phonemize(raw)) == 3  # "Fri." and "Nov." each end a sentence for espeak-ng
     assert len(phonemize(normalize_text(raw).text)) == 1

@@ -51,6 +51,7 @@ ESPEAK_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("range", "Pages 10-20."),
     ("fraction", "Add 1/2 cup."),
     ("symbol", "We are #1."),
+    ("roman", "World War II ended."),
 )
 """One sentence per category, as an LLM would write it, that espeak-ng misreads.
 

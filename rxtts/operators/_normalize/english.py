@@ -3,9 +3,11 @@
 Decisions (each one is tested in ``tests/data/normalize_corpus.json``):
 
 * **Currency**: ``$3.50`` -> "three dollars and fifty cents", ``$0.99`` -> "ninety-nine
-  cents", ``$5`` -> "five dollars", ``20€`` -> "twenty euros"; with a scale
-  (``£1.2 million``, ``$5M``, ``$3k``) -> "one point two million pounds". A range puts
-  the currency once, at the end (``$10-$20`` -> "ten to twenty dollars").
+  cents", ``$5`` -> "five dollars", ``20€`` -> "twenty euros", ``75¢`` -> "seventy-five
+  cents"; with a scale (``£1.2 million``, ``$5M``, ``$3k``) -> "one point two million
+  pounds". A range puts the currency once, at the end (``$10-$20`` -> "ten to twenty
+  dollars"). ISO codes before or after the amount are said like symbols (``USD 45`` ->
+  "forty-five US dollars", ``30 EUR``); a code without an amount (``EUR/USD``) stays.
 * **Years**: a bare 4-digit integer 1500-2099 is a year ("nineteen ninety", "two
   thousand five", "twenty twenty-four"), unless a quantity cue precedes it ("over
   1500 people") or a count noun follows it ("2048 tokens"). Other 4-digit numbers are
@@ -24,6 +26,14 @@ Decisions (each one is tested in ``tests/data/normalize_corpus.json``):
   sixteenths" (ordinal denominators up to 100 and powers of ten, else "x over y");
   ``1 1/2`` "one and a half"; after a score cue ``rated 8/10`` "eight out of ten";
   ``24/7``, ``50/50``, ``9/11`` as said.
+* **Weekdays**: ``Mon.``, ``Fri`` are said in full only before a date (``Fri., Nov. 29``,
+  ``Sat, 12 June``): espeak-ng would end a sentence at the period, and "the Sun" stays.
+* **Roman numerals** (I, V, X, L only; ``XL``/``XXL`` are sizes) are read right after a
+  capitalised word: after a cue (``Part I``, ``World War II``, ``Chapter IV``, ``type II``) a
+  cardinal; after a regnal name (``Louis XIV``, ``Elizabeth II's``, ``Henry V``) "the" and an
+  ordinal; after another capitalised word a numeral of two letters or more is a cardinal
+  (``Final Fantasy VII``, ``Apollo XI``). ``Malcolm X``, the pronoun "I" and ``An IV drip``
+  stay. espeak-ng says "roman two" for ``II``.
 * **Titles**: ``Dr.`` is "Doctor", or "Drive" after a capitalised word when no
   capitalised word follows (``Sunset Dr. near``). ``St.`` is "Saint" before a
   capitalised word (unless a number precedes: ``5th St. Louis`` is a street), "Street"
@@ -42,11 +52,11 @@ Decisions (each one is tested in ``tests/data/normalize_corpus.json``):
 * **SSML/XML tags** (``<break time="500ms"/>``) are left exactly as they are, and so is
   the content of ``<say-as>``, ``<phoneme>`` and ``<sub>`` (the author chose its reading).
 
-Not handled (left to the voice): European number formats (``1.234,56``), currency
-codes before the amount (``USD 50``), a scale letter without a currency or a count noun
-after it (``Apt 4B``, ``a 5k run``: kept; ``7B parameters`` is "seven billion"),
-attributive singulars ("a five gigabytes plan"),
-``10/11`` meaning "10 or 11", Roman numerals.
+Not handled (left to the voice): European number formats (``1.234,56``), a scale letter
+without a currency or a count noun after it (``Apt 4B``, ``a 5k run``: kept; ``7B
+parameters`` is "seven billion"), codes mixing letters and digits (``BA2490``, ``4K``),
+attributive singulars ("a five gigabytes plan"), ``10/11`` meaning "10 or 11", Roman
+numerals with C, D or M (``DC`` is a city, ``CD`` a disc).
 """
 
 from __future__ import annotations
@@ -60,12 +70,14 @@ from .spans import NormalizedText, SpanBuilder
 from .tables import (
     ABBREVIATIONS,
     CURRENCIES,
+    CURRENCY_CODES,
     MONTH_ABBREVIATIONS,
     MONTHS,
     NUMBER_ABBREVIATIONS,
     PER_UNITS,
     UNITS,
     VULGAR_FRACTIONS,
+    WEEKDAY_ABBREVIATIONS,
 )
 
 __all__ = ["normalize_english"]
@@ -82,6 +94,8 @@ _MONTH: Final = "|".join(MONTHS)
 _MON_ABBR: Final = _alternation(MONTH_ABBREVIATIONS)
 _UNIT: Final = _alternation(UNITS)
 _PER: Final = _alternation(PER_UNITS)
+_CODES: Final = _alternation(CURRENCY_CODES)
+_WEEKDAY: Final = _alternation(WEEKDAY_ABBREVIATIONS)
 _AMPM: Final = r"[AaPp]\.?[Mm]\b\.?"
 _SEP: Final = r"[\s.-]"
 _HOUR: Final = r"[01]?[0-9]|2[0-4]"
@@ -119,8 +133,8 @@ _PATTERNS: Final = {
     "quantity": rf"(?<![\w.,])(?P<q_sign>[-−+](?=[0-9$€£¥₹]))?(?P<q_cur>{_CUR})?(?P<q_num>{_NUM})"
     rf"(?:(?P<q_dash>-|\s?–\s?)(?P<q_cur2>{_CUR})?(?P<q_num2>{_NUM}))?"
     r"(?:\s?(?P<q_scale>thousand|million|billion|trillion)\b|(?P<q_abbr>[kKMB]|bn|mn|tn)(?!\w))?"
-    rf"(?P<q_curpost>{_CUR})?(?:(?P<q_times>[x×])(?!\w))?"
-    rf"(?:\s?(?P<q_unit>%|°\s?[FCK]|°|(?:{_UNIT})(?![\w/])))?"
+    rf"(?P<q_curpost>{_CUR}|\s?(?:{_CODES})(?!\w))?(?:(?P<q_times>[x×])(?!\w))?"
+    rf"(?:\s?(?P<q_unit>%|°\s?[FCK]|°|(?:{_UNIT})(?!\w|/(?!(?:{_PER})(?!\w)))))?"
     rf"(?:\s?/\s?(?P<q_per>{_PER})(?!\w))?(?P<q_plus>\+(?![0-9]))?(?![\w]|[.,][0-9])",
     "dimensions": rf"(?<![\w.])(?P<dim>[0-9]+(?:\s?[x×]\s?[0-9]+){{1,2}})"
     rf"(?:\s?(?P<dim_unit>{_UNIT})(?![\w/]))?(?!\w|[.,][0-9])",
@@ -134,6 +148,12 @@ _PATTERNS: Final = {
     "abbr": rf"(?<![\w.])(?P<ab>{_alternation(ABBREVIATIONS)})\.(?!\w)",
     "sharp": r"(?<![\w#])(?P<sh>[A-G])#(?![\w#])",
     "bare_title": r"(?<![\w.])(?P<bt>Dr|Mr|Mrs|Ms|Prof)(?=\s+[A-Z])",
+    "weekday": rf"(?<![\w.])(?P<wd>{_WEEKDAY})\.?(?=,?\s+(?:(?:{_MONTH}|{_MON_ABBR})\b"
+    rf"|[0-9]{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:{_MONTH}|{_MON_ABBR})\b))",
+    "code_money": rf"(?<![\w./])(?P<cm_code>{_CODES})\s?(?P<cm_num>{_NUM})"
+    r"(?:\s?(?P<cm_scale>thousand|million|billion|trillion)\b|(?P<cm_abbr>[kKMB]|bn|mn|tn)(?!\w))?"
+    r"(?![\w]|[.,][0-9])",
+    "roman": r"(?<![\w.'’-])(?P<rn>(?=[IVXL])(?:XL|L?X{0,3})(?:IX|IV|V?I{0,3}))(?![\w-]|['’](?!s\b))",
     "bare_word": r"(?<![\w.])(?P<bw>vs|etc)\b(?!\.)",
     "initialism": r"(?<![\w.])(?P<ini>(?:[A-Z]\.){2,})",
     "amp": r"&(?:amp;)?",
@@ -145,11 +165,12 @@ _PATTERNS: Final = {
 _SYMBOLS: Final = re.escape("-−+$€£¥₹#&('’~≈<>" + "".join(VULGAR_FRACTIONS))  # for a [...] class
 _WORD_GUARD: Final = (
     r"(?<!\w)(?=[A-Za-z0-9][A-Za-z0-9_%+-]*+[.@:]"  # a word followed by . @ : (abbreviation, address)
-    rf"|(?:Dr|Mr|Mrs|Ms|Prof|vs|etc|{_MONTH}|{_MON_ABBR})\b|[A-G]#)"  # or a bare title, a month, C#
+    rf"|(?:Dr|Mr|Mrs|Ms|Prof|vs|etc|{_MONTH}|{_MON_ABBR}|{_WEEKDAY})\b|[A-G]#"  # a bare title, a month, C#
+    rf"|(?:{_CODES})\s?[0-9]|[IVXL]+(?![\w-]|['’](?!s\b)))"  # a currency code, a Roman numeral
 )
 _GROUPS: Final = (
-    (_WORD_GUARD, "email url month_date latin title number_abbr abbr sharp bare_title bare_word"
-     " initialism"),
+    (_WORD_GUARD, "email url weekday month_date latin title number_abbr abbr sharp bare_title bare_word"
+     " initialism code_money roman"),
     (rf"(?:(?<!\w)(?=\.?[0-9])|(?=[{_SYMBOLS}]))", "iso_date slash_date day_month time_range time ampm"
      " ratio phone decade ordinal mixed vulgar fraction hash version dimensions power feet_inches"
      " quantity amp about compare"),
@@ -168,11 +189,18 @@ def _scanner() -> re.Pattern[str]:
 
 
 _SCANNER: Final = _scanner()
-_CANDIDATE: Final = re.compile(rf"[0-9{_SYMBOLS}.@:]|(?<!\w)(?P<word>[DMPveJFASON][a-z]{{1,8}})\b")
-"""Where a rule may start: a digit or symbol, ``.@:`` after a token, or a word that may be a
-bare title or a month (checked against :data:`_BARE_WORDS`; a charset first is 4x faster
-than the alternation of the words)."""
-_BARE_WORDS: Final = frozenset(["Dr", "Mr", "Mrs", "Ms", "Prof", "vs", "etc", *MONTHS, *MONTH_ABBREVIATIONS])
+_WORD_STARTS: Final = "".join(sorted(set("DMPveJFASONTWIVXL").union(c[0] for c in CURRENCY_CODES)))
+_CANDIDATE: Final = re.compile(
+    rf"[0-9{_SYMBOLS}.@:]|(?<!\w)(?=[{_WORD_STARTS}])(?:(?P<word>[DMPveJFASONTW][a-z]{{1,8}})\b"
+    rf"|(?P<roman>[IVXL]+)(?![\w-]|['’](?!s\b))|(?P<code>{_CODES})(?=\s?[0-9]))"
+)
+"""Where a rule may start: a digit or symbol, ``.@:`` after a token, a word that may be a
+bare title, a month or a weekday (checked against :data:`_BARE_WORDS`; a charset first is 4x
+faster than the alternation of the words), a Roman numeral, a currency code before a number;
+one look-behind and one charset guard all three."""
+_BARE_WORDS: Final = frozenset(
+    ["Dr", "Mr", "Mrs", "Ms", "Prof", "vs", "etc", *MONTHS, *MONTH_ABBREVIATIONS, *WEEKDAY_ABBREVIATIONS]
+)
 _TOKEN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
 _QUANTITY: Final = re.compile(_PATTERNS["quantity"])
 _TAG: Final = re.compile(r"<(say-as|phoneme|sub)\b[^<>]*>.*?</\1\s*>|</?[A-Za-z][^<>]*>", re.S)

@@ -17,6 +17,7 @@ from .tables import (
     ABBREVIATIONS,
     COUNT_NOUNS,
     CURRENCIES,
+    CURRENCY_CODES,
     DATE_CUES,
     KEEP_PERIOD,
     MONTH_ABBREVIATIONS,
@@ -25,10 +26,13 @@ from .tables import (
     PER_UNITS,
     PHONE_CUES,
     QUANTITY_CUES,
+    REGNAL_NAMES,
+    ROMAN_CUES,
     SCORE_CUES,
     SYMBOL_WORDS,
     UNITS,
     VULGAR_FRACTIONS,
+    WEEKDAY_ABBREVIATIONS,
     YEAR_CUES,
 )
 
@@ -117,9 +121,13 @@ def _number(raw: str) -> str:
     return w.cardinal(int(clean))
 
 
-def _money(raw: str, symbol: str, scale: str) -> str:
+_MONEY: Final = {**CURRENCIES, **CURRENCY_CODES}
+"""Names of a currency by its symbol (``$``) or ISO code (``USD``)."""
+
+
+def _money(raw: str, currency: str, scale: str) -> str:
     """``3.50`` -> "three dollars and fifty cents"; with a scale or other decimals, "1.2 million pounds"."""
-    major1, majors, minor1, minors = CURRENCIES[symbol]
+    major1, majors, minor1, minors = _MONEY[currency]
     whole, _, frac = raw.replace(",", "").partition(".")
     if scale or (frac and len(frac) != 2) or not minors:
         amount = _number(raw)
@@ -143,7 +151,7 @@ _SCALES: Final = {
 def _quantity(m: re.Match[str], text: str) -> str | None:
     """A number with its sign, currency, range, scale, unit, ``/unit``, ``x`` or ``+``."""
     raw, raw2 = m.group("q_num"), m.group("q_num2")
-    cur = m.group("q_cur") or m.group("q_cur2") or m.group("q_curpost") or ""
+    cur = (m.group("q_cur") or m.group("q_cur2") or m.group("q_curpost") or "").strip()  # " EUR"
     abbr = m.group("q_abbr")
     if abbr and not cur and not _count_follows(text, m.end()):
         return None  # "Apt 4B", "a 5k run": a scale letter needs a currency or a count noun after
@@ -159,6 +167,13 @@ def _quantity(m: re.Match[str], text: str) -> str | None:
         raw = raw2
     spoken += _money(raw, cur, scale) if cur else _number(raw) + (" " + scale if scale else "")
     return spoken + _suffix(m, raw == "1" and raw2 is None and not scale)
+
+
+def _code_money(m: re.Match[str], _text: str) -> str:
+    """``USD 45`` -> "forty-five US dollars", ``EUR 1.2M`` -> "one point two million euros"."""
+    abbr = m.group("cm_abbr")
+    scale = m.group("cm_scale") or (_SCALES[abbr] if abbr else "")
+    return _money(m.group("cm_num"), m.group("cm_code"), scale)
 
 
 def _bare_reading(raw: str, raw2: str | None, text: str, start: int) -> str | None:
@@ -439,6 +454,51 @@ def _number_abbr(m: re.Match[str], _text: str) -> str:
     return NUMBER_ABBREVIATIONS[m.group("na")] + " "
 
 
+def _weekday(m: re.Match[str], _text: str) -> str:
+    """``Mon.``/``Fri`` before a date -> "Monday"/"Friday" (the period would end a sentence)."""
+    return WEEKDAY_ABBREVIATIONS[m.group("wd")]
+
+
+_DETERMINERS: Final = frozenset(
+    ["a", "an", "the", "my", "your", "his", "her", "its", "our", "their", "this", "that", "these",
+     "those", "no", "any", "each", "every", "some", "one"]
+)  # fmt: skip
+"""Capitalised at a sentence start, they name nothing: "An IV drip" is not "An four"."""
+_ROMAN: Final = {"I": 1, "V": 5, "X": 10, "L": 50}
+_SIZES: Final = frozenset(["XL", "XXL", "XXXL"])
+"""Clothing sizes, never numerals."""
+
+
+def _roman_value(numeral: str) -> int:
+    """Value of a well-formed Roman numeral (the pattern only matches well-formed ones)."""
+    values = [_ROMAN[c] for c in numeral]
+    return sum(-v if v < nxt else v for v, nxt in zip(values, [*values[1:], 0], strict=True))
+
+
+def _roman(m: re.Match[str], text: str) -> str | None:
+    """``World War II`` "two", ``Louis XIV`` "the fourteenth"; otherwise left as written.
+
+    A numeral is read only right after a capitalised word (one space between): after a
+    cue word (:data:`ROMAN_CUES`: ``Part I``, ``Chapter V``) any numeral is a cardinal;
+    after a regnal name (:data:`REGNAL_NAMES`) it is "the" + ordinal (one letter only
+    for ``V``: "Malcolm X" is a name, "John I think" a pronoun); after any other
+    capitalised word a numeral of two letters or more is a cardinal (``Rocky II``).
+    """
+    numeral, start = m.group("rn"), m.start()
+    gap = _PREV_WORD.search(text, max(0, start - 32), start)
+    if numeral in _SIZES or gap is None or text[gap.end(1) : start] != " ":
+        return None
+    prev = gap.group(1)
+    value = _roman_value(numeral)
+    if prev.capitalize() in ROMAN_CUES:  # "Type II", "type II"
+        return w.cardinal(value)
+    if prev in REGNAL_NAMES and (len(numeral) > 1 or numeral == "V"):
+        return "the " + w.ordinal(value)
+    if len(numeral) > 1 and prev[:1].isupper() and not prev.isupper() and prev.lower() not in _DETERMINERS:
+        return w.cardinal(value)
+    return None
+
+
 def _bare_title(m: re.Match[str], _text: str) -> str:
     return "Doctor" if m.group("bt") == "Dr" else ABBREVIATIONS[m.group("bt")]
 
@@ -542,6 +602,9 @@ HANDLERS: Final[dict[str, Handler]] = {
     "number_abbr": _number_abbr,
     "abbr": _abbr,
     "bare_title": _bare_title,
+    "weekday": _weekday,
+    "roman": _roman,
+    "code_money": _code_money,
     "bare_word": _bare_word,
     "initialism": _initialism,
     "amp": _amp,

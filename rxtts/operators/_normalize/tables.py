@@ -9,6 +9,7 @@ __all__ = [
     "ABBREVIATIONS",
     "COUNT_NOUNS",
     "CURRENCIES",
+    "CURRENCY_CODES",
     "DATE_CUES",
     "KEEP_PERIOD",
     "MONTHS",
@@ -17,10 +18,13 @@ __all__ = [
     "PER_UNITS",
     "PHONE_CUES",
     "QUANTITY_CUES",
+    "REGNAL_NAMES",
+    "ROMAN_CUES",
     "SCORE_CUES",
     "SYMBOL_WORDS",
     "UNITS",
     "VULGAR_FRACTIONS",
+    "WEEKDAY_ABBREVIATIONS",
     "YEAR_CUES",
 ]
 
@@ -42,8 +46,27 @@ CURRENCIES: Final = MappingProxyType(
         "£": ("pound", "pounds", "penny", "pence"),
         "¥": ("yen", "yen", "", ""),
         "₹": ("rupee", "rupees", "paisa", "paise"),
+        "¢": ("cent", "cents", "", ""),
     }
 )
+
+CURRENCY_CODES: Final = MappingProxyType(
+    {
+        "USD": ("US dollar", "US dollars", "cent", "cents"),
+        "EUR": ("euro", "euros", "cent", "cents"),
+        "GBP": ("pound", "pounds", "penny", "pence"),
+        "JPY": ("yen", "yen", "", ""),
+        "INR": ("rupee", "rupees", "paisa", "paise"),
+        "CAD": ("Canadian dollar", "Canadian dollars", "cent", "cents"),
+        "AUD": ("Australian dollar", "Australian dollars", "cent", "cents"),
+        "NZD": ("New Zealand dollar", "New Zealand dollars", "cent", "cents"),
+        "CHF": ("Swiss franc", "Swiss francs", "centime", "centimes"),
+        "CNY": ("yuan", "yuan", "", ""),
+        "MXN": ("Mexican peso", "Mexican pesos", "centavo", "centavos"),
+        "SEK": ("Swedish krona", "Swedish kronor", "", ""),
+    }
+)
+"""ISO 4217 codes, before (``USD 45``) or after (``30 EUR``) the amount: said like a symbol."""
 
 # unit as written -> (singular, plural); case-sensitive ("MB" megabytes, "mb" is not a unit here)
 UNITS: Final = MappingProxyType(
@@ -62,6 +85,16 @@ UNITS: Final = MappingProxyType(
         "lb": ("pound", "pounds"),
         "lbs": ("pound", "pounds"),
         "oz": ("ounce", "ounces"),
+        "fl oz": ("fluid ounce", "fluid ounces"),
+        "tbsp": ("tablespoon", "tablespoons"),
+        "Tbsp": ("tablespoon", "tablespoons"),
+        "tsp": ("teaspoon", "teaspoons"),
+        "gal": ("gallon", "gallons"),
+        "qt": ("quart", "quarts"),
+        "kcal": ("kilocalorie", "kilocalories"),
+        "mcg": ("microgram", "micrograms"),
+        "µg": ("microgram", "micrograms"),
+        "psi": ("psi", "psi"),
         "L": ("liter", "liters"),
         "l": ("liter", "liters"),
         "ml": ("milliliter", "milliliters"),
@@ -73,6 +106,10 @@ UNITS: Final = MappingProxyType(
         "h": ("hour", "hours"),
         "hr": ("hour", "hours"),
         "hrs": ("hour", "hours"),
+        "wk": ("week", "weeks"),
+        "wks": ("week", "weeks"),
+        "yr": ("year", "years"),
+        "yrs": ("year", "years"),
         "min": ("minute", "minutes"),
         "mins": ("minute", "minutes"),
         "sec": ("second", "seconds"),
@@ -89,20 +126,24 @@ UNITS: Final = MappingProxyType(
         "GB": ("gigabyte", "gigabytes"),
         "TB": ("terabyte", "terabytes"),
         "PB": ("petabyte", "petabytes"),
+        "Mb": ("megabit", "megabits"),
+        "Gb": ("gigabit", "gigabits"),
         "kbps": ("kilobit per second", "kilobits per second"),
         "Mbps": ("megabit per second", "megabits per second"),
         "Gbps": ("gigabit per second", "gigabits per second"),
         "W": ("watt", "watts"),
         "kW": ("kilowatt", "kilowatts"),
         "kWh": ("kilowatt hour", "kilowatt hours"),
+        "MW": ("megawatt", "megawatts"),
+        "GW": ("gigawatt", "gigawatts"),
+        "mA": ("milliamp", "milliamps"),
+        "kV": ("kilovolt", "kilovolts"),
+        "dB": ("decibel", "decibels"),
         "V": ("volt", "volts"),
         "mAh": ("milliamp hour", "milliamp hours"),
         "px": ("pixel", "pixels"),
         "fps": ("frame per second", "frames per second"),
         "rpm": ("revolution per minute", "revolutions per minute"),
-        "USD": ("US dollar", "US dollars"),
-        "EUR": ("euro", "euros"),
-        "GBP": ("pound", "pounds"),
         "%": ("percent", "percent"),
         "°F": ("degree Fahrenheit", "degrees Fahrenheit"),
         "°C": ("degree Celsius", "degrees Celsius"),
@@ -230,3 +271,33 @@ SCORE_CUES: Final = frozenset(
      "grade", "graded", "earned", "earns"]
 )  # fmt: skip
 """Words before ``8/10`` that make it a score ("eight out of ten"), not a fraction."""
+
+
+WEEKDAY_ABBREVIATIONS: Final = MappingProxyType(
+    {"Mon": "Monday", "Tue": "Tuesday", "Tues": "Tuesday", "Wed": "Wednesday", "Thu": "Thursday",
+     "Thur": "Thursday", "Thurs": "Thursday", "Fri": "Friday", "Sat": "Saturday", "Sun": "Sunday"}
+)  # fmt: skip
+"""Said in full only before a date (``Mon., Feb. 14``, ``Fri 3 May``): "the Sun." stays the Sun."""
+
+ROMAN_CUES: Final = frozenset(
+    ["Chapter", "Part", "Volume", "Vol", "Book", "Act", "Scene", "War", "Phase", "Stage", "Level", "Type",
+     "Class", "Grade", "Appendix", "Section", "Episode", "Season", "Article", "Title", "Round", "Tier",
+     "Category", "Schedule", "Mark", "Mk", "Bowl", "Series", "Generation", "Plate", "Figure", "Table",
+     "Psalm", "Canto", "Symphony", "Division"]
+)  # fmt: skip
+"""Words after which a Roman numeral is a cardinal, even a one-letter one (``Part I``,
+``World War I``, ``Chapter V``)."""
+
+REGNAL_NAMES: Final = frozenset(
+    ["Louis", "Henry", "Elizabeth", "George", "Charles", "Edward", "William", "James", "Richard", "John",
+     "Paul", "Benedict", "Pius", "Leo", "Gregory", "Innocent", "Clement", "Urban", "Boniface", "Sixtus",
+     "Julius", "Francis", "Peter", "Catherine", "Frederick", "Philip", "Ferdinand", "Alexander",
+     "Napoleon", "Nicholas", "Ivan", "Mary", "Anne", "Alfonso", "Carlos", "Juan", "Felipe", "Constantine",
+     "Ramesses", "Rameses", "Mehmed", "Suleiman", "Gustav", "Gustavus", "Christian", "Olaf", "Harald",
+     "Haakon", "Wilhelm", "Otto", "Friedrich", "Ludwig", "Robert", "David", "Malcolm", "Stephen", "Rudolf",
+     "Karl", "Leopold", "Joseph", "Franz", "Pedro", "Manuel", "Umberto", "Vittorio", "Rama", "Selim",
+     "Murad", "Mohammed", "Victor", "Emmanuel", "Humbert", "Sancho", "Casimir", "Sigismund", "Augustus",
+     "Martin", "Adrian", "Hadrian", "Celestine", "Eugene", "Sergius", "Honorius", "Felix"]
+)  # fmt: skip
+"""Names after which a Roman numeral is regnal: ``Louis XIV`` "Louis the fourteenth" (after
+any other capitalised word it is a cardinal: ``Rocky II``, ``Final Fantasy VII``)."""
