@@ -557,6 +557,16 @@ def test_say_to_a_file_runs_at_engine_speed_not_real_time(tmp_path: Path) -> Non
     assert report["wall_seconds"] < report["audio_seconds"] / 3  # paced would be >= audio - 1 s
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """SIGINT handled by default in the child, as for a foreground command in a terminal.
+
+    A suite started as a background job of a non-interactive shell (``pytest &``) inherits
+    an ignored SIGINT, and Python rightly keeps it ignored in the child: Ctrl-C is then not
+    what this test sends. Seen as a failure (exit 0 after the whole turn) in such a run.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_say_ctrl_c_keeps_the_audio_received_so_far(tmp_path: Path) -> None:
     out = tmp_path / "partial.wav"
     text = " ".join(["A sentence streamed slowly so that the user can interrupt it."] * 12)
@@ -564,6 +574,7 @@ def test_say_ctrl_c_keeps_the_audio_received_so_far(tmp_path: Path) -> None:
         [*rxtts_command(), "say", text, "--engine", "tone", "-o", str(out), "--tokens-per-second", "20"],
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_sigint_as_in_a_terminal,
     )
     assert proc.stderr is not None
     for line in proc.stderr:
