@@ -8,12 +8,17 @@ Decisions (each one is tested in ``tests/data/normalize_corpus.json``):
   pounds". A range puts the currency once, at the end (``$10-$20`` -> "ten to twenty
   dollars"). ISO codes before or after the amount are said like symbols (``USD 45`` ->
   "forty-five US dollars", ``30 EUR``); a code without an amount (``EUR/USD``) stays.
+* **Attributive amounts** take the singular: a determiner before and a lowercase noun right
+  after (``a $5 fee`` "a five-dollar fee", ``the 2 TB drive`` "the two-terabyte drive",
+  ``a $3.50 coffee`` "a three fifty coffee", ``a $0.99 app`` "a ninety-nine-cent app");
+  a pronoun or function word after keeps the plural (``the $50 you owe``, ``a $50 or $60``).
 * **Years**: a bare 4-digit integer 1500-2099 is a year ("nineteen ninety", "two
   thousand five", "twenty twenty-four"), unless a quantity cue precedes it ("over
   1500 people") or a count noun follows it ("2048 tokens"). Other 4-digit numbers are
   cardinals; a year cue before them ("in 1066") makes them years. Decades: ``1990s``
-  -> "nineteen nineties", ``'90s``/``90s`` -> "nineties".
-* **Dates**: ``2024-03-03`` and ``March 3, 2024`` -> "March third, twenty
+  -> "nineteen nineties", ``'90s``/``90s`` -> "nineties". ``in '21`` -> "in twenty-one",
+  ``'05`` -> "oh five" (the apostrophe is dropped).
+* **Dates**: ``2024-03-03``, ``2024/3/3`` and ``March 3, 2024`` -> "March third, twenty
   twenty-four". Slash dates are **US order** (month/day/year): ``3/4/2024`` is
   March fourth; when the first part cannot be a month (``25/12/2024``) the
   day/month order is used. Two-digit years: 00-49 -> 20xx, 50-99 -> 19xx. Without a
@@ -55,8 +60,8 @@ Decisions (each one is tested in ``tests/data/normalize_corpus.json``):
 Not handled (left to the voice): European number formats (``1.234,56``), a scale letter
 without a currency or a count noun after it (``Apt 4B``, ``a 5k run``: kept; ``7B
 parameters`` is "seven billion"), codes mixing letters and digits (``BA2490``, ``4K``),
-attributive singulars ("a five gigabytes plan"), ``10/11`` meaning "10 or 11", Roman
-numerals with C, D or M (``DC`` is a city, ``CD`` a disc).
+``10/11`` meaning "10 or 11", Roman numerals with C, D or M (``DC`` is a city, ``CD`` a
+disc), attributive amounts without a determiner before them ("buy 5 GB plans").
 """
 
 from __future__ import annotations
@@ -106,8 +111,8 @@ _PATTERNS: Final = {
     r"|(?<![\w.@/-])(?:[A-Za-z0-9][A-Za-z0-9-]*+\.)+"
     r"(?i:com|org|net|edu|gov|io|ai|dev|app|co\.uk|uk|de|fr|us|info|biz|me|tv|ly|gg|xyz|tech|cloud)"
     r"(?![\w.-]*\w)(?:/[^\s<>\"'`]*[^\s<>\"'`.,;:!?)\]}])?/?",
-    "iso_date": r"(?<![\w-])(?P<iso_y>[0-9]{4})-(?P<iso_m>0[1-9]|1[0-2])-(?P<iso_d>0[1-9]|[12][0-9]|3[01])"
-    r"(?![\w-])",
+    "iso_date": r"(?<![\w/.-])(?P<iso_y>[0-9]{4})(?P<iso_s>[-/])(?P<iso_m>0?[1-9]|1[0-2])(?P=iso_s)"
+    r"(?P<iso_d>0?[1-9]|[12][0-9]|3[01])(?![\w/-])",
     "slash_date": r"(?<![\w/])(?P<sd_a>[0-9]{1,2})/(?P<sd_b>[0-9]{1,2})/(?P<sd_y>[0-9]{4}|[0-9]{2})(?![\w/])",
     "month_date": rf"\b(?P<md_mon>{_MONTH}|(?:{_MON_ABBR})\.?)\s+(?P<md_day>[0-9]{{1,2}})(?:st|nd|rd|th)?"
     r"(?!\w|:|[.,][0-9])(?:,?\s+(?P<md_year>[0-9]{4})(?!\w))?",
@@ -124,6 +129,7 @@ _PATTERNS: Final = {
     r"|0[0-9]{2,4}(?:[\s-][0-9]{3,4}){2})(?![\w-]|\.[0-9])",
     "decade": r"(?<![\w'’])(?P<dec_full>[12][0-9]{2}0)['’]?s(?!\w)"
     r"|(?<!\w)['’](?P<dec_short>[0-9]0)s(?!\w)|(?<![\w'’])(?P<dec_bare>[2-9]0)['’]?s(?!\w)",
+    "short_year": r"(?<![\w'’])['’](?P<sy>[0-9]{2})(?![\w'’]|[.,:/][0-9])",
     "ordinal": r"(?<![\w.])(?P<ord>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:st|nd|rd|th|ST|ND|RD|TH)(?!\w)",
     "mixed": r"(?<![\w./])(?P<mx_w>[0-9]+)\s(?P<mx_n>[0-9]{1,2})/(?P<mx_d>[0-9]{1,2})(?![\w/])",
     "vulgar": r"(?<![\w.])(?P<vf_w>[0-9]+)?\s?(?P<vf>[" + "".join(VULGAR_FRACTIONS) + "])",
@@ -172,7 +178,7 @@ _GROUPS: Final = (
     (_WORD_GUARD, "email url weekday month_date latin title number_abbr abbr sharp bare_title bare_word"
      " initialism code_money roman"),
     (rf"(?:(?<!\w)(?=\.?[0-9])|(?=[{_SYMBOLS}]))", "iso_date slash_date day_month time_range time ampm"
-     " ratio phone decade ordinal mixed vulgar fraction hash version dimensions power feet_inches"
+     " ratio phone decade short_year ordinal mixed vulgar fraction hash version dimensions power feet_inches"
      " quantity amp about compare"),
 )  # fmt: skip
 

@@ -162,11 +162,58 @@ def _quantity(m: re.Match[str], text: str) -> str | None:
         if said is not None:
             return said
     spoken = ("minus " if sign in "-−" else "plus ") if sign else ""
+    if raw2 is None and not sign and (cur or m.group("q_unit") not in (None, "%")) and _attributive(m, text):
+        return _attributive_reading(m, raw, cur, scale)
     if raw2 is not None:
         spoken += _number(raw) + " to "
         raw = raw2
     spoken += _money(raw, cur, scale) if cur else _number(raw) + (" " + scale if scale else "")
     return spoken + _suffix(m, raw == "1" and raw2 is None and not scale)
+
+
+_DETERMINER_CUES: Final = frozenset(
+    ["a", "an", "the", "this", "that", "every", "each", "one", "another", "my", "your", "his", "her",
+     "our", "their", "its"]
+)  # fmt: skip
+_NOT_NOUNS: Final = frozenset(
+    ["of", "for", "and", "or", "nor", "but", "per", "each", "a", "an", "the", "to", "in", "on", "at", "from",
+     "with", "by", "into", "over", "under", "after", "before", "than", "then", "as", "so", "if", "is", "was",
+     "are", "were", "be", "been", "will", "would", "can", "could", "should", "may", "might", "must", "has",
+     "have", "had", "do", "does", "did", "that", "which", "who", "you", "i", "we", "they", "he", "she", "it",
+     "now", "today", "tonight", "yesterday", "tomorrow", "more", "less", "off", "back", "up", "down", "out",
+     "cash", "worth", "apiece", "plus", "minus", "too", "only", "extra", "total", "all", "instead", "later",
+     "ago", "away", "long", "wide", "tall", "high", "deep", "old", "faster", "slower", "left", "remaining"]
+)  # fmt: skip
+"""Words that do not make ``a $50 ___`` attributive ("the $50 you owe", "a $50 or $60 bill")."""
+
+
+def _attributive(m: re.Match[str], text: str) -> bool:
+    """``a $50 bill``, ``the 5 km run``: a determiner before, a lowercase noun right after."""
+    after = _NEXT_WORD.match(text, m.end())
+    if after is None or after.start(1) != m.end() + 1 or not after.group(1).islower():
+        return False
+    return _prev_word(text, m.start()).lower() in _DETERMINER_CUES and after.group(1) not in _NOT_NOUNS
+
+
+def _attributive_reading(m: re.Match[str], raw: str, cur: str, scale: str) -> str:
+    """The singular an adjective takes: "a fifty-dollar bill", "a three fifty coffee", "a
+    five-kilometer run", "a one million dollar house" (a scale is no hyphenated compound)."""
+    amount = _number(raw) + (" " + scale if scale else "")
+    join = " " if " " in amount else "-"  # "five-gigabyte", "two point four gigahertz"
+    if not cur:
+        unit = _suffix(m, True).strip()
+        return f"{amount}{' ' if ' ' in unit else join}{unit}"
+    major1, _, minor1, minors = _MONEY[cur]
+    whole, _, frac = raw.replace(",", "").partition(".")
+    if frac and int(frac) == 0:  # "a $1.00 fee" is "a one-dollar fee"
+        amount, join = _number(whole), " " if " " in _number(whole) else "-"
+    elif frac and len(frac) == 2 and minors and not scale:
+        units, cents = int(whole or "0"), int(frac)
+        if not units:  # "a $0.99 app": "a ninety-nine-cent app"
+            return f"{w.cardinal(cents)}-{minor1}"
+        said = w.cardinal(cents) if cents >= 10 else "oh " + w.DIGITS[cents]
+        return f"{w.cardinal(units)} {said}"  # "a $3.50 coffee": "a three fifty coffee"
+    return f"{amount}{' ' if ' ' in major1 else join}{major1}"
 
 
 def _code_money(m: re.Match[str], _text: str) -> str:
@@ -364,6 +411,12 @@ def _decade(m: re.Match[str], _text: str) -> str:
         spoken = "two thousand" if short == "00" else w.cardinal(int(short))
     head, _, last = spoken.rpartition(" ")
     return (head + " " if head else "") + w.plural_word(last)
+
+
+def _short_year(m: re.Match[str], _text: str) -> str:
+    """``'21`` -> "twenty-one", ``'05`` -> "oh five": a year with its century left out."""
+    n = int(m.group("sy"))
+    return w.cardinal(n) if n >= 10 else "oh " + w.DIGITS[n]
 
 
 def _ordinal(m: re.Match[str], _text: str) -> str:
@@ -588,6 +641,7 @@ HANDLERS: Final[dict[str, Handler]] = {
     "ratio": _ratio,
     "phone": _phone,
     "decade": _decade,
+    "short_year": _short_year,
     "ordinal": _ordinal,
     "mixed": _mixed,
     "vulgar": _vulgar,

@@ -214,7 +214,8 @@ KEEP_PERIOD: Final = frozenset(
 
 NUMBER_ABBREVIATIONS: Final = MappingProxyType(
     {"No": "number", "no": "number", "Fig": "figure", "fig": "figure", "Vol": "volume", "vol": "volume",
-     "pp": "pages", "p": "page", "Ch": "chapter", "ch": "chapter", "Sec": "section", "sec": "section"}
+     "pp": "pages", "p": "page", "Ch": "chapter", "ch": "chapter", "Sec": "section", "sec": "section",
+     "ext": "extension", "Ext": "extension"}
 )  # fmt: skip
 """Read only when a number follows (``No. 5`` -> "number 5"): "no." alone is a word."""
 
