@@ -162,6 +162,8 @@ def _quantity(m: re.Match[str], text: str) -> str | None:
         if said is not None:
             return said
     spoken = ("minus " if sign in "-−" else "plus ") if sign else ""
+    if sign == "-" and m.start() and (text[m.start() - 1].isalnum() or text[m.start() - 1] in "%°"):
+        spoken = " to "  # "5.25%-5.5%": the dash of a range glued to the first amount, no minus
     if raw2 is None and not sign and (cur or m.group("q_unit") not in (None, "%")) and _attributive(m, text):
         return _attributive_reading(m, raw, cur, scale)
     if raw2 is not None:

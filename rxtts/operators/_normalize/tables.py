@@ -106,6 +106,7 @@ UNITS: Final = MappingProxyType(
         "h": ("hour", "hours"),
         "hr": ("hour", "hours"),
         "hrs": ("hour", "hours"),
+        "pts": ("point", "points"),
         "wk": ("week", "weeks"),
         "wks": ("week", "weeks"),
         "yr": ("year", "years"),
