@@ -16,8 +16,9 @@ Decisions (each one is tested in ``tests/data/normalize_corpus.json``):
   thousand five", "twenty twenty-four"), unless a quantity cue precedes it ("over
   1500 people") or a count noun follows it ("2048 tokens"). Other 4-digit numbers are
   cardinals; a year cue before them ("in 1066") makes them years. Decades: ``1990s``
-  -> "nineteen nineties", ``'90s``/``90s`` -> "nineties". ``in '21`` -> "in twenty-one",
-  ``'05`` -> "oh five" (the apostrophe is dropped).
+  -> "nineteen nineties", ``'90s``/``90s`` -> "nineties", ``100s``/``1000s`` ->
+  "hundreds"/"thousands". ``in '21`` -> "in twenty-one", ``'05`` -> "oh five" (the
+  apostrophe is dropped). A decimal with ``s`` glued to it is seconds (``9.58s``).
 * **Dates**: ``2024-03-03``, ``2024/3/3`` and ``March 3, 2024`` -> "March third, twenty
   twenty-four". Slash dates are **US order** (month/day/year): ``3/4/2024`` is
   March fourth; when the first part cannot be a month (``25/12/2024``) the
@@ -127,7 +128,8 @@ _PATTERNS: Final = {
     "phone": rf"(?<![\w+])(?:\+[0-9]{{1,3}}(?:[\s.-][0-9]{{1,4}}){{2,6}}"
     rf"|(?:\+?1{_SEP})?(?:\([0-9]{{3}}\)\s?|[0-9]{{3}}{_SEP})[0-9]{{3}}{_SEP}[0-9]{{4}}"
     r"|0[0-9]{2,4}(?:[\s-][0-9]{3,4}){2})(?![\w-]|\.[0-9])",
-    "decade": r"(?<![\w'’])(?P<dec_full>[12][0-9]{2}0)['’]?s(?!\w)"
+    "decade": r"(?<![\w'’,])(?P<dec_round>100|1000)['’]?s(?!\w)"
+    r"|(?<![\w'’])(?P<dec_full>[12][0-9]{2}0)['’]?s(?!\w)"
     r"|(?<!\w)['’](?P<dec_short>[0-9]0)s(?!\w)|(?<![\w'’])(?P<dec_bare>[2-9]0)['’]?s(?!\w)",
     "short_year": r"(?<![\w'’])['’](?P<sy>[0-9]{2})(?![\w'’]|[.,:/][0-9])",
     "ordinal": r"(?<![\w.])(?P<ord>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:st|nd|rd|th|ST|ND|RD|TH)(?!\w)",
@@ -140,7 +142,8 @@ _PATTERNS: Final = {
     rf"(?:(?P<q_dash>-|\s?–\s?)(?P<q_cur2>{_CUR})?(?P<q_num2>{_NUM}))?"
     r"(?:\s?(?P<q_scale>thousand|million|billion|trillion)\b|(?P<q_abbr>[kKMB]|bn|mn|tn)(?!\w))?"
     rf"(?P<q_curpost>{_CUR}|\s?(?:{_CODES})(?!\w))?(?:(?P<q_times>[x×])(?!\w))?"
-    rf"(?:\s?(?P<q_unit>%|°\s?[FCK]|°|(?:{_UNIT})(?!\w|/(?!(?:{_PER})(?!\w)))))?"
+    rf"(?:\s?(?P<q_unit>%|°\s?[FCK]|°|(?:{_UNIT})(?!\w|/(?!(?:{_PER})(?!\w)))"
+    r"|(?:(?<=\.[0-9])|(?<=\.[0-9]{2})|(?<=\.[0-9]{3}))s(?!\w)))?"  # "9.58s"; "100s" is hundreds
     rf"(?:\s?/\s?(?P<q_per>{_PER})(?!\w))?(?P<q_plus>\+(?![0-9]))?(?![\w]|[.,][0-9])",
     "dimensions": rf"(?<![\w.])(?P<dim>[0-9]+(?:\s?[x×]\s?[0-9]+){{1,2}})"
     rf"(?:\s?(?P<dim_unit>{_UNIT})(?![\w/]))?(?!\w|[.,][0-9])",

@@ -236,12 +236,16 @@ def _bare_reading(raw: str, raw2: str | None, text: str, start: int) -> str | No
     return _said_as_digits(raw, raw2, text, start)
 
 
+_SECONDS: Final = ("second", "seconds")
+"""``s`` glued to a decimal (``9.58s``); a bare ``s`` is no unit ("100s" is hundreds)."""
+
+
 def _suffix(m: re.Match[str], single: bool) -> str:
     """Words for the unit, ``/unit``, ``x`` and ``+`` after a quantity ("kilometers per hour")."""
     spoken = ""
     unit = m.group("q_unit")
     if unit:
-        one, many = UNITS[unit if unit in UNITS else unit.replace(" ", "")]  # "° F" is "°F"
+        one, many = _SECONDS if unit == "s" else UNITS[unit if unit in UNITS else unit.replace(" ", "")]
         spoken += " " + (one if single else many)
     if m.group("q_per"):
         spoken += " per " + PER_UNITS[m.group("q_per")]
@@ -406,6 +410,8 @@ def _phone(m: re.Match[str], _text: str) -> tuple[Piece, ...]:
 
 
 def _decade(m: re.Match[str], _text: str) -> str:
+    if m.group("dec_round") is not None:  # "100s of people", "1000s of fans"
+        return "hundreds" if m.group("dec_round") == "100" else "thousands"
     full, short = m.group("dec_full"), m.group("dec_short") or m.group("dec_bare")
     if full is not None:
         spoken = w.year(int(full))
