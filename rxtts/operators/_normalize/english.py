@@ -34,7 +34,7 @@ Decisions (each one is tested in ``tests/data/normalize_corpus.json``):
   ``24/7``, ``50/50``, ``9/11`` as said.
 * **Weekdays**: ``Mon.``, ``Fri`` are said in full only before a date (``Fri., Nov. 29``,
   ``Sat, 12 June``): espeak-ng would end a sentence at the period, and "the Sun" stays.
-* **Roman numerals** (I, V, X, L only; ``XL``/``XXL`` are sizes) are read right after a
+* **Roman numerals** (I, V, X, L; ``XL``/``XXL`` are sizes, a lone L a letter) are read after a
   capitalised word: after a cue (``Part I``, ``World War II``, ``Chapter IV``, ``type II``) a
   cardinal; after a regnal name (``Louis XIV``, ``Elizabeth II's``, ``Henry V``) "the" and an
   ordinal; after another capitalised word a numeral of two letters or more is a cardinal

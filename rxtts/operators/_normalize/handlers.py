@@ -162,7 +162,7 @@ def _quantity(m: re.Match[str], text: str) -> str | None:
         if said is not None:
             return said
     spoken = ("minus " if sign in "-−" else "plus ") if sign else ""
-    if sign == "-" and m.start() and (text[m.start() - 1].isalnum() or text[m.start() - 1] in "%°"):
+    if sign == "-" and m.start() and text[m.start() - 1] in "%°":
         spoken = " to "  # "5.25%-5.5%": the dash of a range glued to the first amount, no minus
     if raw2 is None and not sign and (cur or m.group("q_unit") not in (None, "%")) and _attributive(m, text):
         return _attributive_reading(m, raw, cur, scale)
@@ -551,7 +551,7 @@ def _roman(m: re.Match[str], text: str) -> str | None:
         return None
     prev = gap.group(1)
     value = _roman_value(numeral)
-    if prev.capitalize() in ROMAN_CUES:  # "Type II", "type II"
+    if prev.capitalize() in ROMAN_CUES and numeral != "L":  # "Type II", "type II"; "Type L" a letter
         return w.cardinal(value)
     if prev in REGNAL_NAMES and (len(numeral) > 1 or numeral == "V"):
         return "the " + w.ordinal(value)
