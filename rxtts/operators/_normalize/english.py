@@ -198,18 +198,19 @@ def _scanner() -> re.Pattern[str]:
 
 
 _SCANNER: Final = _scanner()
-_WORD_STARTS: Final = "".join(sorted(set("DMPveJFASONTWIVXL").union(c[0] for c in CURRENCY_CODES)))
-_CANDIDATE: Final = re.compile(
-    rf"[0-9{_SYMBOLS}.@:]|(?<!\w)(?=[{_WORD_STARTS}])(?:(?P<word>[DMPveJFASONTW][a-z]{{1,8}})\b"
-    rf"|(?P<roman>[IVXL]+)(?![\w-]|['’](?!s\b))|(?P<code>{_CODES})(?=\s?[0-9]))"
-)
-"""Where a rule may start: a digit or symbol, ``.@:`` after a token, a word that may be a
-bare title, a month or a weekday (checked against :data:`_BARE_WORDS`; a charset first is 4x
-faster than the alternation of the words), a Roman numeral, a currency code before a number;
-one look-behind and one charset guard all three."""
 _BARE_WORDS: Final = frozenset(
     ["Dr", "Mr", "Mrs", "Ms", "Prof", "vs", "etc", *MONTHS, *MONTH_ABBREVIATIONS, *WEEKDAY_ABBREVIATIONS]
 )
+_BARE_FIRST: Final = "".join(sorted({word[0] for word in _BARE_WORDS}))
+_WORD_STARTS: Final = "".join(sorted(set(_BARE_FIRST + "IVXL").union(code[0] for code in CURRENCY_CODES)))
+_CANDIDATE: Final = re.compile(
+    rf"[0-9{_SYMBOLS}.@:]|(?<!\w)(?=[{_WORD_STARTS}])(?:(?P<word>[{_BARE_FIRST}][a-z]{{1,8}})\b"
+    rf"|(?P<roman>[IVXL]+)(?![\w-]|['’](?!s\b))|(?P<code>{_CODES})(?=\s?[0-9]))"
+)
+"""Where a rule may start: a digit or symbol, ``.@:`` after a token, a word that may be a
+bare title, a month or a weekday (checked against :data:`_BARE_WORDS`; a charset of their
+first letters first is 4x faster than the alternation of the words), a Roman numeral, a
+currency code before a number; one look-behind and one charset guard all three."""
 _TOKEN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
 _QUANTITY: Final = re.compile(_PATTERNS["quantity"])
 _TAG: Final = re.compile(r"<(say-as|phoneme|sub)\b[^<>]*>.*?</\1\s*>|</?[A-Za-z][^<>]*>", re.S)

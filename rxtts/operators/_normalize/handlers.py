@@ -173,10 +173,12 @@ def _quantity(m: re.Match[str], text: str) -> str | None:
     return spoken + _suffix(m, raw == "1" and raw2 is None and not scale)
 
 
-_DETERMINER_CUES: Final = frozenset(
-    ["a", "an", "the", "this", "that", "every", "each", "one", "another", "my", "your", "his", "her",
-     "our", "their", "its"]
+_DETERMINERS: Final = frozenset(
+    ["a", "an", "the", "this", "that", "these", "those", "every", "each", "one", "another", "no", "any",
+     "some", "my", "your", "his", "her", "our", "their", "its"]
 )  # fmt: skip
+"""Words that name nothing: before ``$50 bill`` they make it attributive ("a fifty-dollar
+bill"); capitalised at a sentence start, "An IV drip" is no numeral after a name."""
 _NOT_NOUNS: Final = frozenset(
     ["of", "for", "and", "or", "nor", "but", "per", "each", "a", "an", "the", "to", "in", "on", "at", "from",
      "with", "by", "into", "over", "under", "after", "before", "than", "then", "as", "so", "if", "is", "was",
@@ -194,28 +196,31 @@ def _attributive(m: re.Match[str], text: str) -> bool:
     after = _NEXT_WORD.match(text, m.end())
     if after is None or after.start(1) != m.end() + 1 or not after.group(1).islower():
         return False
-    return _prev_word(text, m.start()).lower() in _DETERMINER_CUES and after.group(1) not in _NOT_NOUNS
+    return _prev_word(text, m.start()).lower() in _DETERMINERS and after.group(1) not in _NOT_NOUNS
+
+
+def _compound(amount: str, word: str) -> str:
+    """``amount`` and ``word`` as one modifier: "five-dollar", but "one million dollar"."""
+    return f"{amount}{' ' if ' ' in amount or ' ' in word else '-'}{word}"
 
 
 def _attributive_reading(m: re.Match[str], raw: str, cur: str, scale: str) -> str:
     """The singular an adjective takes: "a fifty-dollar bill", "a three fifty coffee", "a
     five-kilometer run", "a one million dollar house" (a scale is no hyphenated compound)."""
     amount = _number(raw) + (" " + scale if scale else "")
-    join = " " if " " in amount else "-"  # "five-gigabyte", "two point four gigahertz"
     if not cur:
-        unit = _suffix(m, True).strip()
-        return f"{amount}{' ' if ' ' in unit else join}{unit}"
+        return _compound(amount, _suffix(m, True).strip())
     major1, _, minor1, minors = _MONEY[cur]
     whole, _, frac = raw.replace(",", "").partition(".")
     if frac and int(frac) == 0:  # "a $1.00 fee" is "a one-dollar fee"
-        amount, join = _number(whole), " " if " " in _number(whole) else "-"
+        amount = _number(whole)
     elif frac and len(frac) == 2 and minors and not scale:
         units, cents = int(whole or "0"), int(frac)
         if not units:  # "a $0.99 app": "a ninety-nine-cent app"
-            return f"{w.cardinal(cents)}-{minor1}"
+            return _compound(w.cardinal(cents), minor1)
         said = w.cardinal(cents) if cents >= 10 else "oh " + w.DIGITS[cents]
         return f"{w.cardinal(units)} {said}"  # "a $3.50 coffee": "a three fifty coffee"
-    return f"{amount}{' ' if ' ' in major1 else join}{major1}"
+    return _compound(amount, major1)
 
 
 def _code_money(m: re.Match[str], _text: str) -> str:
@@ -520,11 +525,6 @@ def _weekday(m: re.Match[str], _text: str) -> str:
     return WEEKDAY_ABBREVIATIONS[m.group("wd")]
 
 
-_DETERMINERS: Final = frozenset(
-    ["a", "an", "the", "my", "your", "his", "her", "its", "our", "their", "this", "that", "these",
-     "those", "no", "any", "each", "every", "some", "one"]
-)  # fmt: skip
-"""Capitalised at a sentence start, they name nothing: "An IV drip" is not "An four"."""
 _ROMAN: Final = {"I": 1, "V": 5, "X": 10, "L": 50}
 _SIZES: Final = frozenset(["XL", "XXL", "XXXL"])
 """Clothing sizes, never numerals."""
